@@ -86,7 +86,7 @@ def broadcast_batch_shapes(named_shapes: dict[str, tuple[int, ...]]) -> tuple[in
         a = [1] * (n - len(result)) + result
         b = [1] * (n - len(shape)) + list(shape)
         out = []
-        for x, y in zip(a, b):
+        for x, y in zip(a, b, strict=True):
             if x != y and 1 not in (x, y):
                 listing = ", ".join(f"{k}: {tuple(v)}" for k, v in named_shapes.items())
                 raise ValueError(f"Batch shapes do not broadcast: {listing}.")

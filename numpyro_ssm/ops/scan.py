@@ -1,4 +1,4 @@
-"""One scan driver for every algorithm: sequential ``lax.scan`` or parallel ``lax.associative_scan``.
+"""One scan driver for all algorithms: sequential ``lax.scan`` or ``lax.associative_scan``.
 
 An algorithm is written once as an associative ``combine(earlier, later)`` over per-step
 *elements*. The driver returns all prefix (or, with ``reverse=True``, suffix) combinations:
@@ -38,7 +38,8 @@ def prefix_scan(
     """Cumulative combinations of ``first`` and the elements built from ``inputs``.
 
     With ``reverse=False`` the result at position ``t`` is
-    ``first ∘ e_1 ∘ ... ∘ e_t`` (position 0 is ``first``), where ``e_s = make_element(inputs[s-1])``.
+    ``first ∘ e_1 ∘ ... ∘ e_t`` (position 0 is ``first``), with
+    ``e_s = make_element(inputs[s - 1])``.
     With ``reverse=True`` the time order is mirrored: ``first`` is the *last* element and the
     result at position ``t`` is ``e_t ∘ ... ∘ e_{n} ∘ first``, with ``e`` indexed in the original
     order of ``inputs`` (position ``n`` is ``first``).
