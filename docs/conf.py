@@ -36,6 +36,7 @@ nitpicky = False
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 napoleon_use_ivar = True
+napoleon_attr_annotations = False
 
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
