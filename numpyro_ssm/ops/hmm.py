@@ -70,12 +70,26 @@ class HMMPosterior(NamedTuple):
 # Argument handling: probs | logits, shapes, batch broadcasting.
 
 
+def safe_log(probs):
+    """``log(probs)`` with ``-inf`` at exact zeros and a zero (not NaN) gradient there.
+
+    Args:
+        probs: nonnegative array, any shape.
+
+    Returns:
+        ``log(probs)``, same shape.
+    """
+    probs = jnp.asarray(probs)
+    positive = probs > 0
+    return jnp.where(positive, jnp.log(jnp.where(positive, probs, 1.0)), -jnp.inf)
+
+
 def _log_normalized(name, probs, logits, probs_name, logits_name):
     if (probs is None) == (logits is None):
         raise ValueError(f"{name}: give exactly one of {probs_name} and {logits_name}.")
     if logits is not None:
         return jax.nn.log_softmax(jnp.asarray(logits), axis=-1)
-    return jnp.log(jnp.asarray(probs))
+    return safe_log(probs)
 
 
 def _prepare(

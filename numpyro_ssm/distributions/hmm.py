@@ -1,0 +1,533 @@
+r"""``DiscreteHMM``: a hidden Markov model with its latent path marginalized exactly.
+
+.. math::
+
+    z_1 \sim \mathrm{Categorical}(\pi), \qquad
+    z_{t+1} \mid z_t \sim \mathrm{Categorical}(A_t[z_t, :]), \qquad
+    y_t \mid z_t \sim p_{\mathrm{emission}}(\cdot \mid z_t, t),
+
+for ``t = 1..T``, with ``T - 1`` transitions. ``log_prob(y)`` is ``log p(y_{1:T})`` computed by the
+forward algorithm of :mod:`numpyro_ssm.ops.hmm` (serial, or parallel-in-time with
+``parallel=True``).
+"""
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from numpyro.distributions import Distribution, constraints
+from numpyro.distributions.util import lazy_property
+
+from numpyro_ssm.distributions._shapes import broadcast_batch_shapes, infer_num_steps
+from numpyro_ssm.ops import hmm as hmm_ops
+from numpyro_ssm.ops.hmm import safe_log
+
+__all__ = ["DiscreteHMM"]
+
+_stochastic_matrix = constraints.independent(constraints.simplex, 1)
+_real_matrix = constraints.independent(constraints.real, 2)
+
+
+def _shape_of(x):
+    if x is None:
+        return None
+    return tuple(x) if isinstance(x, tuple) else jnp.shape(x)
+
+
+def _emission_shapes(emission_dist):
+    if isinstance(emission_dist, tuple):
+        return tuple(emission_dist[0]), tuple(emission_dist[1])
+    if not isinstance(emission_dist, Distribution):
+        raise ValueError(
+            "emission_dist must be a numpyro Distribution whose rightmost batch axis is the K "
+            f"states, got {type(emission_dist).__name__}."
+        )
+    return tuple(emission_dist.batch_shape), tuple(emission_dist.event_shape)
+
+
+def _hmm_shapes(
+    initial_shape, transition_shape, emission_batch, emission_event, obs_mask_shape, num_steps
+):
+    """Check the argument shapes; return ``(batch_shape, event_shape, T, K)``."""
+    if not emission_batch:
+        raise ValueError(
+            "emission_dist must have the K states as its rightmost batch axis, got batch_shape "
+            f"() (event_shape {emission_event}). Example: dist.Poisson(rates) with rates (K,)."
+        )
+    num_states = emission_batch[-1]
+    if len(initial_shape) < 1 or initial_shape[-1] != num_states:
+        raise ValueError(
+            f"initial_probs/initial_logits must have shape (..., K) with K={num_states} from "
+            f"emission_dist (batch_shape {emission_batch}), got {initial_shape}."
+        )
+    if len(transition_shape) < 2 or transition_shape[-1] != transition_shape[-2]:
+        raise ValueError(
+            "transition_matrix/transition_logits must be square, shape (..., K, K), got "
+            f"{transition_shape}."
+        )
+    if transition_shape[-1] != num_states:
+        raise ValueError(
+            f"transition_matrix/transition_logits {transition_shape} has K={transition_shape[-1]}"
+            f" states but emission_dist (batch_shape {emission_batch}) has K={num_states}."
+        )
+    time_axes = [
+        ("transition_matrix", transition_shape, -3 if len(transition_shape) >= 3 else None, -1),
+        ("emission_dist batch_shape", emission_batch, -2 if len(emission_batch) >= 2 else None, 0),
+    ]
+    if obs_mask_shape is not None:
+        if len(obs_mask_shape) < 1:
+            raise ValueError(f"obs_mask must have shape (..., T), got {obs_mask_shape}.")
+        time_axes.append(("obs_mask", obs_mask_shape, -1, 0))
+    num_steps = infer_num_steps(time_axes, num_steps)
+    batch_shapes = {
+        "initial_probs": initial_shape[:-1],
+        "transition_matrix": transition_shape[:-3],
+        "emission_dist": emission_batch[:-2],
+    }
+    if obs_mask_shape is not None:
+        batch_shapes["obs_mask"] = obs_mask_shape[:-1]
+    batch_shape = broadcast_batch_shapes(batch_shapes)
+    return batch_shape, (num_steps,) + emission_event, num_steps, num_states
+
+
+class DiscreteHMM(Distribution):
+    r"""Hidden Markov model over ``T`` observations with the discrete latent path summed out.
+
+    .. math::
+
+        z_1 \sim \mathrm{Cat}(\pi),\quad z_{t+1} \mid z_t \sim \mathrm{Cat}(A_t[z_t]),\quad
+        y_t \mid z_t = k \sim \mathrm{emission}_{t, k},\qquad
+        \log p(y_{1:T}) = \log \sum_{z_{1:T}} p(z_{1:T}, y_{1:T}).
+
+    Time is the rightmost batch-like axis of every time-indexable argument, and a time axis of
+    length 1 (or none) means homogeneous. A *batch* of ``B`` homogeneous transition matrices is
+    therefore ``(B, 1, K, K)``: a ``(B, K, K)`` array is read as ``B`` time steps.
+
+    Args:
+        initial_probs: shape ``(..., K)``, ``p(z_1 = k)``. Or give ``initial_logits``.
+        transition_matrix: shape ``(K, K)`` or ``(..., T - 1 | 1, K, K)``,
+            ``[t, i, j] = p(z_{t+1} = j | z_t = i)``. Or give ``transition_logits``.
+        emission_dist: a NumPyro distribution whose rightmost batch axis is the ``K`` states:
+            batch shape ``(K,)`` (homogeneous) or ``(..., T | 1, K)`` (time-varying), any event
+            shape ``E``. Examples: ``dist.Poisson(rates)`` with ``rates (K,)``,
+            ``dist.MultivariateNormal(loc (K, D), cov (K, D, D))``.
+        initial_logits: shape ``(..., K)``, unnormalized log ``initial_probs``.
+        transition_logits: shape like ``transition_matrix``, unnormalized log-probabilities
+            (normalized over the last axis).
+        num_steps: ``T``; required only when no argument carries a time axis.
+        obs_mask: bool, shape ``(..., T)``, True where a step is observed. Masked steps (and
+            steps whose float observation has a NaN entry) contribute nothing to ``log_prob``.
+        parallel: use the O(log T)-depth associative scan (faster on accelerators).
+        validate_args: check stochastic rows and observations' support (NumPyro semantics).
+
+    The distribution has ``batch_shape`` broadcast from all arguments and
+    ``event_shape = (T,) + E``.
+
+    Example:
+        >>> import numpyro, numpyro.distributions as dist
+        >>> def model(counts):
+        ...     A = numpyro.sample("A", dist.Dirichlet(jnp.ones((2, 2))).to_event(1))
+        ...     rates = numpyro.sample("rates", dist.Gamma(2.0, 0.1).expand([2]).to_event(1))
+        ...     hmm = DiscreteHMM(jnp.ones(2) / 2, A, dist.Poisson(rates))
+        ...     numpyro.sample("y", hmm, obs=counts)
+    """
+
+    arg_constraints = {
+        "initial_probs": constraints.simplex,
+        "initial_logits": constraints.real_vector,
+        "transition_matrix": _stochastic_matrix,
+        "transition_logits": _real_matrix,
+    }
+    pytree_data_fields = (
+        "initial_probs",
+        "initial_logits",
+        "transition_matrix",
+        "transition_logits",
+        "emission_dist",
+        "obs_mask",
+    )
+    pytree_aux_fields = ("num_steps", "num_states", "parallel")
+
+    def __init__(
+        self,
+        initial_probs=None,
+        transition_matrix=None,
+        emission_dist=None,
+        *,
+        initial_logits=None,
+        transition_logits=None,
+        num_steps=None,
+        obs_mask=None,
+        parallel=False,
+        validate_args=None,
+    ):
+        if (initial_probs is None) == (initial_logits is None):
+            raise ValueError("DiscreteHMM: give exactly one of initial_probs and initial_logits.")
+        if (transition_matrix is None) == (transition_logits is None):
+            raise ValueError(
+                "DiscreteHMM: give exactly one of transition_matrix and transition_logits."
+            )
+        if emission_dist is None:
+            raise ValueError("DiscreteHMM: emission_dist is required.")
+        if initial_probs is not None:
+            self.initial_probs = jnp.asarray(initial_probs)
+        else:
+            self.initial_logits = jnp.asarray(initial_logits)
+        if transition_matrix is not None:
+            self.transition_matrix = jnp.asarray(transition_matrix)
+        else:
+            self.transition_logits = jnp.asarray(transition_logits)
+        self.emission_dist = emission_dist
+        self.obs_mask = None if obs_mask is None else jnp.asarray(obs_mask, dtype=bool)
+        batch_shape, event_shape, self.num_steps, self.num_states = self.infer_shapes(
+            initial_probs=_shape_of(initial_probs),
+            transition_matrix=_shape_of(transition_matrix),
+            emission_dist=emission_dist,
+            initial_logits=_shape_of(initial_logits),
+            transition_logits=_shape_of(transition_logits),
+            num_steps=num_steps,
+            obs_mask=_shape_of(obs_mask),
+            _with_sizes=True,
+        )
+        self.parallel = bool(parallel)
+        super().__init__(batch_shape, event_shape, validate_args=validate_args)
+
+    @classmethod
+    def infer_shapes(
+        cls,
+        initial_probs=None,
+        transition_matrix=None,
+        emission_dist=None,
+        *,
+        initial_logits=None,
+        transition_logits=None,
+        num_steps=None,
+        obs_mask=None,
+        _with_sizes=False,
+        **kwargs,
+    ):
+        """Infer ``(batch_shape, event_shape)`` from argument shapes, without arrays.
+
+        Args:
+            initial_probs: shape tuple of ``initial_probs`` (or give ``initial_logits``).
+            transition_matrix: shape tuple of ``transition_matrix`` (or ``transition_logits``).
+            emission_dist: a distribution, or a ``(batch_shape, event_shape)`` pair.
+            initial_logits: shape tuple, instead of ``initial_probs``.
+            transition_logits: shape tuple, instead of ``transition_matrix``.
+            num_steps: ``T`` when no argument carries time.
+            obs_mask: shape tuple of ``obs_mask``, or None.
+            _with_sizes: also return ``T`` and ``K`` (internal).
+            **kwargs: ignored (``parallel``, ``validate_args``).
+
+        Returns:
+            ``(batch_shape, event_shape)``.
+        """
+        initial_shape = initial_probs if initial_probs is not None else initial_logits
+        transition_shape = transition_matrix if transition_matrix is not None else transition_logits
+        if initial_shape is None or transition_shape is None or emission_dist is None:
+            raise ValueError(
+                "DiscreteHMM needs initial_probs|initial_logits, transition_matrix|"
+                "transition_logits and emission_dist."
+            )
+        emission_batch, emission_event = _emission_shapes(emission_dist)
+        shapes = _hmm_shapes(
+            tuple(initial_shape),
+            tuple(transition_shape),
+            emission_batch,
+            emission_event,
+            None if obs_mask is None else tuple(obs_mask),
+            num_steps,
+        )
+        return shapes if _with_sizes else shapes[:2]
+
+    # -- parameters in both forms ---------------------------------------------------------------
+
+    @lazy_property
+    def initial_probs(self):
+        """Shape ``(..., K)``: ``p(z_1 = k)``."""
+        return jax.nn.softmax(self.initial_logits, axis=-1)
+
+    @lazy_property
+    def initial_logits(self):
+        """Shape ``(..., K)``: ``log p(z_1 = k)``."""
+        return safe_log(self.initial_probs)
+
+    @lazy_property
+    def transition_matrix(self):
+        """Shape ``(K, K)`` or ``(..., T - 1 | 1, K, K)``: ``p(z_{t+1} = j | z_t = i)``."""
+        return jax.nn.softmax(self.transition_logits, axis=-1)
+
+    @lazy_property
+    def transition_logits(self):
+        """Shape like ``transition_matrix``: ``log p(z_{t+1} = j | z_t = i)``."""
+        return safe_log(self.transition_matrix)
+
+    def _categorical_kwargs(self):
+        kwargs = {}
+        if "initial_logits" in self.__dict__:
+            kwargs["initial_logits"] = self.initial_logits
+        else:
+            kwargs["initial_probs"] = self.initial_probs
+        if "transition_logits" in self.__dict__:
+            kwargs["transition_logits"] = self.transition_logits
+        else:
+            kwargs["transition_matrix"] = self.transition_matrix
+        return kwargs
+
+    @constraints.dependent_property(is_discrete=False)
+    def support(self):
+        """Emission support for each of the ``T`` steps."""
+        return constraints.independent(self.emission_dist.support, 1)
+
+    # -- likelihoods ------------------------------------------------------------------------------
+
+    def _log_likelihoods(self, value):
+        """Return ``(log_likelihoods (..., T, K), step_mask (..., T))`` for observations ``value``.
+
+        Missing steps (``obs_mask`` False, or a NaN entry) are replaced by a value in the
+        emission's support before the emission is evaluated (the double-``where`` pattern), so
+        gradients stay finite.
+        """
+        value = jnp.asarray(value)
+        event_shape = self.event_shape
+        if value.ndim < len(event_shape) or value.shape[value.ndim - len(event_shape) :] != (
+            event_shape
+        ):
+            expected = ", ".join(map(str, event_shape))
+            raise ValueError(
+                f"DiscreteHMM: observations must have shape (..., {expected}) = (..., T) + "
+                f"emission event_shape, got {value.shape}."
+            )
+        try:
+            jnp.broadcast_shapes(value.shape[: value.ndim - len(event_shape)], self.batch_shape)
+        except ValueError:
+            raise ValueError(
+                f"DiscreteHMM: observations of shape {value.shape} do not broadcast with "
+                f"batch_shape {self.batch_shape} + event_shape {event_shape}."
+            ) from None
+        emission_ndim = len(self.emission_dist.event_shape)
+        step_shape = value.shape[: value.ndim - emission_ndim]
+        step_mask = jnp.ones(step_shape, dtype=bool)
+        if self.obs_mask is not None:
+            step_mask = step_mask & self.obs_mask
+        if jnp.issubdtype(value.dtype, jnp.inexact):
+            nan = jnp.isnan(value)
+            if emission_ndim:
+                nan = jnp.any(nan, axis=tuple(range(-emission_ndim, 0)))
+            step_mask = step_mask & ~nan
+        entry_mask = step_mask.reshape(step_mask.shape + (1,) * emission_ndim)
+        safe = jnp.where(entry_mask, value, self.emission_dist.support.feasible_like(value))
+        if self._validate_args:
+            self._validate_sample(safe)
+        per_state = jnp.expand_dims(safe, axis=-1 - emission_ndim)
+        log_lik = self.emission_dist.log_prob(per_state)
+        log_lik = jnp.where(step_mask[..., None], log_lik, 0.0)
+        return log_lik, jnp.broadcast_to(step_mask, log_lik.shape[:-1])
+
+    def log_prob(self, value):
+        """Log marginal likelihood ``log p(y_{1:T})``.
+
+        Args:
+            value: observations, shape ``sample_shape + batch_shape + (T,) + E`` (leading
+                axes broadcast). NaN entries in float observations mark missing steps.
+
+        Returns:
+            Shape ``sample_shape + batch_shape``.
+        """
+        log_lik, mask = self._log_likelihoods(value)
+        return hmm_ops.hmm_filter(
+            log_likelihoods=log_lik,
+            obs_mask=mask,
+            parallel=self.parallel,
+            **self._categorical_kwargs(),
+        ).log_marginal
+
+    # -- posterior helpers ------------------------------------------------------------------------
+
+    def filter(self, value) -> hmm_ops.HMMPosterior:
+        """Filtered and predicted state probabilities, see :func:`~numpyro_ssm.ops.hmm_filter`.
+
+        Args:
+            value: observations, shape ``batch_shape + (T,) + E``.
+
+        Returns:
+            An :class:`~numpyro_ssm.ops.HMMPosterior` without smoothed fields.
+        """
+        log_lik, mask = self._log_likelihoods(value)
+        return hmm_ops.hmm_filter(
+            log_likelihoods=log_lik,
+            obs_mask=mask,
+            parallel=self.parallel,
+            **self._categorical_kwargs(),
+        )
+
+    def smooth(self, value) -> hmm_ops.HMMPosterior:
+        """Smoothed marginals and expected transitions, see :func:`~numpyro_ssm.ops.hmm_smoother`.
+
+        Args:
+            value: observations, shape ``batch_shape + (T,) + E``.
+
+        Returns:
+            An :class:`~numpyro_ssm.ops.HMMPosterior`.
+        """
+        log_lik, mask = self._log_likelihoods(value)
+        return hmm_ops.hmm_smoother(
+            log_likelihoods=log_lik,
+            obs_mask=mask,
+            parallel=self.parallel,
+            **self._categorical_kwargs(),
+        )
+
+    def posterior_mode(self, value):
+        """Most probable state path (Viterbi), shape ``batch_shape + (T,)``.
+
+        Args:
+            value: observations, shape ``batch_shape + (T,) + E``.
+
+        Returns:
+            int array of shape ``batch_shape + (T,)``.
+        """
+        log_lik, mask = self._log_likelihoods(value)
+        return hmm_ops.hmm_posterior_mode(
+            log_likelihoods=log_lik,
+            obs_mask=mask,
+            parallel=self.parallel,
+            **self._categorical_kwargs(),
+        )
+
+    def sample_posterior(self, key, value, sample_shape=()):
+        """Draw state paths from ``p(z_{1:T} | y_{1:T})`` (forward-filter backward-sample).
+
+        Args:
+            key: a ``jax.random`` key.
+            value: observations, shape ``batch_shape + (T,) + E``.
+            sample_shape: leading shape of independent draws.
+
+        Returns:
+            int array of shape ``sample_shape + batch_shape + (T,)``.
+        """
+        log_lik, mask = self._log_likelihoods(value)
+        return hmm_ops.hmm_posterior_sample(
+            key,
+            log_likelihoods=log_lik,
+            obs_mask=mask,
+            parallel=self.parallel,
+            sample_shape=sample_shape,
+            **self._categorical_kwargs(),
+        )
+
+    # -- prior sampling ---------------------------------------------------------------------------
+
+    def _sample_states(self, key, sample_shape):
+        shape = tuple(sample_shape) + self.batch_shape
+        log_init = jax.nn.log_softmax(self.initial_logits, axis=-1)
+        log_trans = jax.nn.log_softmax(self.transition_logits, axis=-1)
+        if log_trans.ndim == 2:
+            log_trans = log_trans[None]
+        log_trans = jnp.moveaxis(log_trans, -3, 0)  # time first: (T-1 | 1, ..., K, K)
+        init_key, step_key = jax.random.split(key)
+        first = jax.random.categorical(
+            init_key, jnp.broadcast_to(log_init, shape + log_init.shape[-1:])
+        )
+        num_states = self.num_states
+
+        def step(state, inp):
+            key_t, log_trans_t = inp
+            rows = jnp.broadcast_to(log_trans_t, shape + (num_states, num_states))
+            logits = jnp.take_along_axis(rows, state[..., None, None], axis=-2)[..., 0, :]
+            new = jax.random.categorical(key_t, logits)
+            return new, new
+
+        keys = jax.random.split(step_key, self.num_steps - 1)
+        if log_trans.shape[0] == 1:
+            _, rest = lax.scan(lambda s, k: step(s, (k, log_trans[0])), first, keys)
+        else:
+            _, rest = lax.scan(step, first, (keys, log_trans))
+        return jnp.moveaxis(jnp.concatenate([first[None], rest], axis=0), 0, -1)
+
+    def sample_with_states(self, key, sample_shape=()):
+        """Draw latent paths and observations from the prior.
+
+        Args:
+            key: a ``jax.random`` key.
+            sample_shape: leading shape of independent draws.
+
+        Returns:
+            ``(states, observations)`` with shapes ``sample_shape + batch_shape + (T,)`` and
+            ``sample_shape + batch_shape + (T,) + E``.
+        """
+        state_key, emission_key = jax.random.split(key)
+        states = self._sample_states(state_key, sample_shape)
+        emission_ndim = len(self.emission_dist.event_shape)
+        expanded = self.emission_dist.expand(self.batch_shape + (self.num_steps, self.num_states))
+        per_state = expanded.sample(emission_key, tuple(sample_shape))
+        index = states[..., None].reshape(states.shape + (1,) * (emission_ndim + 1))
+        observations = jnp.take_along_axis(per_state, index, axis=-1 - emission_ndim)
+        return states, jnp.squeeze(observations, axis=-1 - emission_ndim)
+
+    def sample(self, key, sample_shape=()):
+        """Draw observations from the prior, shape ``sample_shape + batch_shape + event_shape``.
+
+        Args:
+            key: a ``jax.random`` key.
+            sample_shape: leading shape of independent draws.
+
+        Returns:
+            Observations of shape ``sample_shape + batch_shape + (T,) + E``.
+        """
+        return self.sample_with_states(key, sample_shape)[1]
+
+    # -- forecasting ----------------------------------------------------------------------------
+
+    def forecast(self, value, num_steps, *, transition_matrix=None, emission_dist=None):
+        """The distribution of the next ``num_steps`` observations given ``y_{1:T}``.
+
+        The returned model starts from ``p(z_{T+1} | y_{1:T})`` (the last filtered distribution
+        pushed through one transition).
+
+        Args:
+            value: observations, shape ``batch_shape + (T,) + E``.
+            num_steps: number of future steps ``H``.
+            transition_matrix: future transitions, shape ``(K, K)`` or ``(..., H | 1, K, K)``;
+                entry ``[h]`` moves ``z_{T+h} -> z_{T+h+1}``. Defaults to this model's
+                (homogeneous) transition matrix.
+            emission_dist: future emissions (batch ``(K,)`` or ``(..., H | 1, K)``). Defaults to
+                this model's (homogeneous) emission distribution.
+
+        Returns:
+            A :class:`DiscreteHMM` with ``event_shape (H,) + E``.
+
+        Raises:
+            ValueError: when a time-varying parameter has no future value given.
+        """
+        trans_shape = jnp.shape(self.transition_logits)
+        if transition_matrix is None:
+            if len(trans_shape) >= 3 and trans_shape[-3] != 1:
+                raise ValueError(
+                    f"forecast: transition_matrix is time-varying (shape {trans_shape}); pass "
+                    "the future transition_matrix=(..., H | 1, K, K)."
+                )
+            future_log_trans = jax.nn.log_softmax(self.transition_logits, axis=-1)
+        else:
+            future_log_trans = safe_log(jnp.asarray(transition_matrix))
+        emission_batch = self.emission_dist.batch_shape
+        if emission_dist is None:
+            if len(emission_batch) >= 2 and emission_batch[-2] != 1:
+                raise ValueError(
+                    f"forecast: emission_dist is time-varying (batch_shape {emission_batch}); "
+                    "pass the future emission_dist with batch (..., H | 1, K)."
+                )
+            emission_dist = self.emission_dist
+        filtered = self.filter(value).filtered_probs[..., -1, :]
+        first_trans = (
+            future_log_trans if future_log_trans.ndim == 2 else future_log_trans[..., 0, :, :]
+        )
+        initial = (filtered[..., None, :] @ jnp.exp(first_trans))[..., 0, :]
+        if future_log_trans.ndim >= 3 and future_log_trans.shape[-3] > 1:
+            future_log_trans = future_log_trans[..., 1:, :, :]
+        return DiscreteHMM(
+            initial,
+            transition_logits=future_log_trans,
+            emission_dist=emission_dist,
+            num_steps=num_steps,
+            parallel=self.parallel,
+        )
