@@ -23,6 +23,7 @@ Batching: every function broadcasts over leading batch axes of its arguments (se
 """
 
 import math
+from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -182,6 +183,15 @@ def _batched(core, args, core_ndims):
     return fn(*full)
 
 
+_CORE_NDIMS = (1, 3, 2, 1)  # log_init (K,), log_trans (T-1|1, K, K), log_lik (T, K), mask (T,)
+
+
+@partial(jax.jit, static_argnums=(0, 1))
+def _run_batched(core, parallel, *args):
+    """``core(*args, parallel)`` over the batch axes, compiled once per shape (eager calls too)."""
+    return _batched(lambda *a: core(*a, parallel), args, _CORE_NDIMS)
+
+
 def _with_transitions(element_fn, log_trans, per_step):
     """Build ``(make_element, inputs)`` calling ``element_fn(log_trans_t, *per_step_t)``.
 
@@ -312,7 +322,7 @@ def hmm_filter(
         transition_logits,
         "hmm_filter",
     )
-    return _batched(lambda *a: _filter_core(*a, parallel), args, (1, 3, 2, 1))
+    return _run_batched(_filter_core, parallel, *args)
 
 
 def hmm_smoother(
@@ -357,7 +367,7 @@ def hmm_smoother(
         transition_logits,
         "hmm_smoother",
     )
-    return _batched(lambda *a: _smoother_core(*a, parallel), args, (1, 3, 2, 1))
+    return _run_batched(_smoother_core, parallel, *args)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -478,7 +488,7 @@ def hmm_posterior_mode(
         transition_logits,
         "hmm_posterior_mode",
     )
-    return _batched(lambda *a: _mode_core(*a, parallel), args, (1, 3, 2, 1))
+    return _run_batched(_mode_core, parallel, *args)
 
 
 def _sample_core(key, log_init, log_trans, log_lik, mask, parallel):
@@ -498,6 +508,21 @@ def _sample_core(key, log_init, log_trans, log_lik, mask, parallel):
     make_map, inputs = _with_transitions(draw_map, log_trans, (step_keys, log_filtered[:-1]))
     suffix = prefix_scan(_compose, make_map, last[None], inputs, parallel=parallel, reverse=True)
     return suffix[:, 0]
+
+
+@partial(jax.jit, static_argnums=(0, 1))
+def _run_sampler(parallel, sample_shape, key, *args):
+    batch_shape = _batch_shape(args, _CORE_NDIMS)
+    key_ndim = 0 if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else 1
+    keys = jax.random.split(key, math.prod(sample_shape) * math.prod(batch_shape))
+    keys = keys.reshape((math.prod(sample_shape),) + batch_shape + keys.shape[1:])
+
+    def draw(batch_keys):
+        core = lambda k, *a: _sample_core(k, *a, parallel)  # noqa: E731
+        return _batched(core, (batch_keys,) + args, (key_ndim,) + _CORE_NDIMS)
+
+    draws = jax.vmap(draw)(keys)
+    return draws.reshape(sample_shape + draws.shape[1:])
 
 
 def hmm_posterior_sample(
@@ -543,19 +568,4 @@ def hmm_posterior_sample(
         transition_logits,
         "hmm_posterior_sample",
     )
-    sample_shape = tuple(sample_shape)
-    core_ndims = (1, 3, 2, 1)
-    batch_shape = _batch_shape(args, core_ndims)
-    key_ndim = 0 if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else 1
-    keys = jax.random.split(key, math.prod(sample_shape) * math.prod(batch_shape))
-    keys = keys.reshape((math.prod(sample_shape),) + batch_shape + keys.shape[1:])
-
-    def draw(batch_keys):
-        return _batched(
-            lambda k, *a: _sample_core(k, *a, parallel),
-            (batch_keys,) + args,
-            (key_ndim,) + core_ndims,
-        )
-
-    draws = jax.vmap(draw)(keys)
-    return draws.reshape(sample_shape + draws.shape[1:])
+    return _run_sampler(parallel, tuple(sample_shape), key, *args)
