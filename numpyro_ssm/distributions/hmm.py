@@ -261,6 +261,23 @@ class DiscreteHMM(Distribution):
         """Shape like ``transition_matrix``: ``log p(z_{t+1} = j | z_t = i)``."""
         return safe_log(self.transition_matrix)
 
+    def _log_params(self):
+        """Normalized ``(log initial (..., K), log transitions)`` from whichever form was given.
+
+        Reads ``__dict__`` directly: touching the lazy properties would cache a new attribute
+        and change the distribution's pytree structure.
+        """
+        params = self.__dict__
+        if "initial_logits" in params:
+            log_init = jax.nn.log_softmax(params["initial_logits"], axis=-1)
+        else:
+            log_init = safe_log(params["initial_probs"])
+        if "transition_logits" in params:
+            log_trans = jax.nn.log_softmax(params["transition_logits"], axis=-1)
+        else:
+            log_trans = safe_log(params["transition_matrix"])
+        return log_init, log_trans
+
     def _categorical_kwargs(self):
         kwargs = {}
         if "initial_logits" in self.__dict__:
@@ -419,8 +436,7 @@ class DiscreteHMM(Distribution):
 
     def _sample_states(self, key, sample_shape):
         shape = tuple(sample_shape) + self.batch_shape
-        log_init = jax.nn.log_softmax(self.initial_logits, axis=-1)
-        log_trans = jax.nn.log_softmax(self.transition_logits, axis=-1)
+        log_init, log_trans = self._log_params()
         if log_trans.ndim == 2:
             log_trans = log_trans[None]
         log_trans = jnp.moveaxis(log_trans, -3, 0)  # time first: (T-1 | 1, ..., K, K)
@@ -499,14 +515,15 @@ class DiscreteHMM(Distribution):
         Raises:
             ValueError: when a time-varying parameter has no future value given.
         """
-        trans_shape = jnp.shape(self.transition_logits)
+        current_log_trans = self._log_params()[1]
+        trans_shape = current_log_trans.shape
         if transition_matrix is None:
             if len(trans_shape) >= 3 and trans_shape[-3] != 1:
                 raise ValueError(
                     f"forecast: transition_matrix is time-varying (shape {trans_shape}); pass "
                     "the future transition_matrix=(..., H | 1, K, K)."
                 )
-            future_log_trans = jax.nn.log_softmax(self.transition_logits, axis=-1)
+            future_log_trans = current_log_trans
         else:
             future_log_trans = safe_log(jnp.asarray(transition_matrix))
         emission_batch = self.emission_dist.batch_shape

@@ -1,0 +1,275 @@
+"""The NumPyro contract, checked generically: every sequence distribution joins by adding a row.
+
+A row (``Case``) says how to build the distribution from a dict of parameter arrays, the
+constraint of each parameter (used to run NUTS and SVI over all of them), and the keyword
+arguments of ``infer_shapes``. Every check below then runs for every row, serial and parallel.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import pytest
+from numpyro import handlers
+from numpyro.distributions import constraints
+from numpyro.infer import HMC, MCMC, NUTS, SVI, Predictive, Trace_ELBO, init_to_value
+from numpyro.infer.autoguide import AutoMultivariateNormal, AutoNormal
+from numpyro.infer.util import log_density
+
+from numpyro_ssm import DiscreteHMM
+
+
+@dataclass
+class Case:
+    name: str
+    make: Callable  # (params: dict, parallel: bool) -> Distribution
+    params: dict  # name -> array
+    constraints: dict  # name -> numpyro constraint
+    shape_kwargs: Callable  # (params: dict) -> kwargs of type(d).infer_shapes
+
+
+def _rng(seed):
+    return np.random.default_rng(seed)
+
+
+def _hmm_case(name, seed, K, T, *, time_varying=False, batch=(), emission="poisson", masked=False):
+    rng = _rng(seed)
+    lead = batch + ((1,) if batch else ())
+    params = {
+        "initial_probs": rng.dirichlet(np.ones(K), size=batch),
+        "transition_matrix": rng.dirichlet(
+            np.ones(K) * 3, size=batch + ((T - 1,) if time_varying else lead[len(batch) :]) + (K,)
+        ),
+    }
+    cons = {
+        "initial_probs": constraints.simplex,
+        "transition_matrix": constraints.independent(constraints.simplex, 1),
+    }
+    if emission == "poisson":
+        params["rates"] = rng.uniform(1.0, 10.0, size=lead + (K,))
+        cons["rates"] = constraints.positive
+
+        def emit(p):
+            return dist.Poisson(p["rates"])
+
+    elif emission == "normal":
+        params["loc"] = rng.normal(
+            size=batch + ((T,) if time_varying else lead[len(batch) :]) + (K,)
+        )
+        params["scale"] = rng.uniform(0.5, 2.0, size=(K,))
+        cons.update(loc=constraints.real, scale=constraints.positive)
+
+        def emit(p):
+            return dist.Normal(p["loc"], p["scale"])
+
+    elif emission == "mvn":
+        params["loc"] = rng.normal(size=lead + (K, 2)) * 2
+        cons["loc"] = constraints.real_vector
+
+        def emit(p):
+            return dist.MultivariateNormal(p["loc"], jnp.eye(2))
+
+    else:  # bernoulli, parameterized by logits
+        params["logits"] = rng.normal(size=lead + (K,))
+        cons["logits"] = constraints.real
+
+        def emit(p):
+            return dist.BernoulliLogits(p["logits"])
+
+    obs_mask = (rng.uniform(size=batch + (T,)) > 0.3) if masked else None
+    needs_T = not time_varying
+
+    def make(p, parallel):
+        return DiscreteHMM(
+            p["initial_probs"],
+            p["transition_matrix"],
+            emit(p),
+            num_steps=T if needs_T else None,
+            obs_mask=obs_mask,
+            parallel=parallel,
+        )
+
+    def shape_kwargs(p):
+        return dict(
+            initial_probs=jnp.shape(p["initial_probs"]),
+            transition_matrix=jnp.shape(p["transition_matrix"]),
+            emission_dist=emit(p),
+            num_steps=T if needs_T else None,
+            obs_mask=None if obs_mask is None else obs_mask.shape,
+        )
+
+    return Case(name, make, params, cons, shape_kwargs)
+
+
+CASES = [
+    _hmm_case("hmm-poisson", 0, K=2, T=8),
+    _hmm_case("hmm-normal-time-varying", 1, K=3, T=6, time_varying=True, emission="normal"),
+    _hmm_case("hmm-batched", 2, K=3, T=5, batch=(2,), emission="normal"),
+    _hmm_case("hmm-mvn", 3, K=2, T=5, emission="mvn"),
+    _hmm_case("hmm-bernoulli-masked", 4, K=2, T=7, emission="bernoulli", masked=True),
+]
+
+pytestmark = pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+
+
+def _params(case):
+    return {k: jnp.asarray(v) for k, v in case.params.items()}
+
+
+def _data(case, parallel=False, sample_shape=()):
+    d = case.make(_params(case), parallel)
+    return d, d.sample(jax.random.PRNGKey(0), sample_shape)
+
+
+def test_shapes_and_infer_shapes(case):
+    d, y = _data(case, sample_shape=(2, 3))
+    assert y.shape == (2, 3) + d.batch_shape + d.event_shape
+    assert d.log_prob(y).shape == (2, 3) + d.batch_shape
+    assert type(d).infer_shapes(**case.shape_kwargs(_params(case))) == (
+        d.batch_shape,
+        d.event_shape,
+    )
+    assert d.support.event_dim == len(d.event_shape)
+
+
+def test_serial_equals_parallel(case):
+    d, y = _data(case, sample_shape=(3,))
+    dp = case.make(_params(case), True)
+    np.testing.assert_allclose(d.log_prob(y), dp.log_prob(y), rtol=1e-10)
+
+
+def test_jit_vmap_and_lax_map_over_the_distribution(case):
+    d, y = _data(case)
+    expected = d.log_prob(y)
+    np.testing.assert_allclose(jax.jit(lambda d, y: d.log_prob(y))(d, y), expected, rtol=1e-12)
+    other = case.make({k: v * 1.0 for k, v in _params(case).items()}, False)
+    stacked = jax.tree.map(lambda a, b: jnp.stack([a, b]), d, other)
+    ys = jnp.stack([y, y])
+    np.testing.assert_allclose(
+        jax.vmap(lambda d, y: d.log_prob(y))(stacked, ys), jnp.stack([expected] * 2), rtol=1e-12
+    )
+    mapped = jax.lax.map(lambda dy: dy[0].log_prob(dy[1]), (stacked, ys))
+    np.testing.assert_allclose(mapped, jnp.stack([expected] * 2), rtol=1e-12)
+
+
+def test_expand_to_event_and_mask(case):
+    d, y = _data(case)
+    expanded = d.expand((4,) + d.batch_shape)
+    assert expanded.sample(jax.random.PRNGKey(1)).shape == (4,) + d.batch_shape + d.event_shape
+    np.testing.assert_allclose(
+        expanded.log_prob(y), jnp.broadcast_to(d.log_prob(y), (4,) + d.batch_shape)
+    )
+    as_event = d.expand((4,) + d.batch_shape).to_event(1 + len(d.batch_shape))
+    np.testing.assert_allclose(as_event.log_prob(y), 4 * d.log_prob(y).sum(), rtol=1e-12)
+    assert jnp.all(d.mask(False).log_prob(y) == 0)
+
+
+def _model(case, parallel):
+    def model(y=None):
+        numpyro.sample("u", dist.Normal())  # a latent site for Predictive's posterior draws
+        return numpyro.sample("y", case.make(_params(case), parallel), obs=y)
+
+    return model
+
+
+def test_handlers_and_plate(case):
+    d, y = _data(case)
+    model = _model(case, False)
+    tr = handlers.trace(handlers.seed(model, 0)).get_trace(y)
+    assert tr["y"]["is_observed"]
+    np.testing.assert_allclose(tr["y"]["fn"].log_prob(tr["y"]["value"]), d.log_prob(y))
+    u_only = dist.Normal().log_prob(0.0)
+    ll = d.log_prob(y).sum()
+    base, _ = log_density(model, (y,), {}, {"u": 0.0})
+    np.testing.assert_allclose(base, u_only + ll, rtol=1e-12)
+    scaled, _ = log_density(handlers.scale(model, 2.5), (y,), {}, {"u": 0.0})
+    np.testing.assert_allclose(scaled, 2.5 * (u_only + ll), rtol=1e-12)
+    masked, _ = log_density(handlers.mask(model, mask=False), (y,), {}, {"u": 0.0})
+    np.testing.assert_allclose(masked, 0.0)
+    conditioned = handlers.trace(handlers.seed(handlers.condition(model, {"y": y}), 0)).get_trace()
+    np.testing.assert_array_equal(conditioned["y"]["value"], y)
+    substituted = handlers.trace(handlers.seed(handlers.substitute(model, {"y": y}), 0)).get_trace()
+    np.testing.assert_array_equal(substituted["y"]["value"], y)
+
+    def plated(y=None):
+        with numpyro.plate("series", 3, dim=-1 - len(d.batch_shape)):
+            return numpyro.sample("y", case.make(_params(case), False), obs=y)
+
+    ys = jnp.broadcast_to(y, (3,) + y.shape)
+    tr = handlers.trace(handlers.seed(plated, 0)).get_trace(ys)
+    assert tr["y"]["fn"].batch_shape == (3,) + d.batch_shape
+    np.testing.assert_allclose(tr["y"]["fn"].log_prob(ys).sum(), 3 * d.log_prob(y).sum())
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_predictive(case, parallel):
+    d = case.make(_params(case), parallel)
+    model = _model(case, parallel)
+    draws = Predictive(model, num_samples=5, parallel=True)(jax.random.PRNGKey(2))
+    assert draws["y"].shape == (5,) + d.batch_shape + d.event_shape
+    posterior = {"u": jnp.zeros((2, 3))}
+    draws = Predictive(model, posterior_samples=posterior, batch_ndims=2)(jax.random.PRNGKey(3))
+    assert draws["y"].shape == (2, 3) + d.batch_shape + d.event_shape
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_gradients_finite_for_every_parameter(case, parallel):
+    _, y = _data(case)
+
+    def total(params):
+        return case.make(params, parallel).log_prob(y).sum()
+
+    grads = jax.grad(total)(_params(case))
+    for name, g in grads.items():
+        assert g.shape == jnp.shape(case.params[name])
+        assert jnp.all(jnp.isfinite(g)), name
+    assert any(jnp.any(g != 0) for g in grads.values())
+
+
+def _inference_model(case, y, parallel=False):
+    def model():
+        params = {
+            name: numpyro.sample(
+                name,
+                dist.ImproperUniform(
+                    case.constraints[name], (), event_shape=jnp.shape(case.params[name])
+                ),
+            )
+            for name in case.params
+        }
+        numpyro.sample("y", case.make(params, parallel), obs=y)
+
+    return model
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kernel_cls", [NUTS, HMC])
+def test_mcmc_runs_over_all_parameters(case, kernel_cls):
+    _, y = _data(case)
+    init = init_to_value(values=_params(case))
+    if kernel_cls is HMC:
+        kernel = HMC(
+            _inference_model(case, y), init_strategy=init, num_steps=4, trajectory_length=None
+        )
+    else:
+        kernel = NUTS(_inference_model(case, y), init_strategy=init, max_tree_depth=4)
+    mcmc = MCMC(kernel, num_warmup=20, num_samples=20, progress_bar=False)
+    mcmc.run(jax.random.PRNGKey(4))
+    for name, draws in mcmc.get_samples().items():
+        assert draws.shape == (20,) + jnp.shape(case.params[name])
+        assert jnp.all(jnp.isfinite(draws))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("guide_cls", [AutoNormal, AutoMultivariateNormal])
+def test_svi_runs_with_autoguides(case, guide_cls):
+    _, y = _data(case)
+    model = _inference_model(case, y)
+    guide = guide_cls(model, init_loc_fn=init_to_value(values=_params(case)))
+    svi = SVI(model, guide, numpyro.optim.Adam(0.01), Trace_ELBO())
+    result = svi.run(jax.random.PRNGKey(5), 30, progress_bar=False)
+    assert jnp.all(jnp.isfinite(result.losses))
