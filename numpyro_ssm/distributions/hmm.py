@@ -127,7 +127,7 @@ class DiscreteHMM(Distribution):
         >>> def model(counts):
         ...     A = numpyro.sample("A", dist.Dirichlet(jnp.ones((2, 2))).to_event(1))
         ...     rates = numpyro.sample("rates", dist.Gamma(2.0, 0.1).expand([2]).to_event(1))
-        ...     hmm = DiscreteHMM(jnp.ones(2) / 2, A, dist.Poisson(rates))
+        ...     hmm = DiscreteHMM(jnp.ones(2) / 2, A, dist.Poisson(rates), num_steps=len(counts))
         ...     numpyro.sample("y", hmm, obs=counts)
     """
 
