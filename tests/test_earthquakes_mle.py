@@ -65,7 +65,7 @@ def fit():
 
         # Start: rates 10 and 30, a sticky chain with 0.9 on the diagonal.
         start = np.concatenate([np.log([10.0, 30.0]), np.full(2, np.log(0.1 / 0.9))])
-        result = minimize(objective, start, jac=True, method="BFGS", options={"gtol": 1e-8})
+        result = minimize(objective, start, jac=True, method="BFGS", options={"gtol": 1e-6})
         rates, transition_matrix = unpack(jnp.asarray(result.x))
         # jit: an eager associative scan dispatches op by op and is far slower to run.
         parallel_neg_log_lik = jax.jit(neg_log_lik, static_argnames="parallel")

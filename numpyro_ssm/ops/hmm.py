@@ -226,12 +226,31 @@ def _forward_combine(earlier, later):
     p2, z2 = later
     shift = _safe_max(z2, axis=-1)
     weighted = p1 * jnp.exp(z2 - shift)[..., None, :]
-    product = weighted @ p2
-    total = jnp.sum(product, axis=-1)
+    return _normalize(weighted @ p2, z1 + shift)
+
+
+def _normalize(weights, log_offset):
+    """Rows of ``weights`` scaled to sum to one, and ``log_offset + log(row sums)``.
+
+    A row summing to zero (an impossible observation) stays zero with log-normalizer ``-inf``.
+    """
+    total = jnp.sum(weights, axis=-1)
     positive = total > 0
     safe_total = jnp.where(positive, total, 1.0)
     log_total = jnp.where(positive, jnp.log(safe_total), -jnp.inf)
-    return product / safe_total[..., None], z1 + shift + log_total
+    return weights / safe_total[..., None], log_offset + log_total
+
+
+def _forward_fold(carry, trans_t, log_lik_t):
+    """One sequential forward step on a compact ``(1, K)`` carry: ``combine(carry, element)``.
+
+    Predict with ``A_t`` in probability space, then weight by the likelihood: O(K^2) multiply-adds
+    and K exponentials per step, instead of building a normalized K x K element.
+    """
+    probs, log_z = carry
+    shift = _safe_max(log_lik_t, axis=-1)
+    weighted = (probs @ trans_t) * jnp.exp(log_lik_t - shift)[..., None, :]
+    return _normalize(weighted, log_z + shift)
 
 
 def _forward(log_init, log_trans, log_lik, parallel):
@@ -240,11 +259,17 @@ def _forward(log_init, log_trans, log_lik, parallel):
     ``log_evidence[t] = log p(y_{1:t})``; ``log_lik`` is already masked.
     """
     first_log = log_init + log_lik[0]
-    first_z = logsumexp(first_log)
-    safe_z = jnp.where(jnp.isfinite(first_z), first_z, 0.0)
-    first = (jnp.exp(first_log - safe_z)[None, :], first_z[None])
+    shift = _safe_max(first_log, axis=-1)
+    first = _normalize(jnp.exp(first_log - shift)[None, :], shift)
     make_element, inputs = _with_transitions(_forward_element, log_trans, (log_lik[1:],))
-    prefix = prefix_scan(_forward_combine, make_element, first, inputs, parallel=parallel)
+    if log_trans.shape[0] == 1:
+        trans = jnp.exp(log_trans[0])
+        fold = lambda carry, inp: _forward_fold(carry, trans, *inp)  # noqa: E731
+    else:
+        fold = lambda carry, inp: _forward_fold(carry, jnp.exp(inp[0]), inp[1])  # noqa: E731
+    prefix = prefix_scan(
+        _forward_combine, make_element, first, inputs, parallel=parallel, fold=fold
+    )
     probs, log_z = prefix
     return probs[:, 0, :], log_z[:, 0]
 
