@@ -1,0 +1,11 @@
+"""Bayesian-workflow glue: latent-path posteriors, per-step log-likelihoods, ArviZ, BlackJAX.
+
+ArviZ/xarray (the ``arviz`` extra) and BlackJAX (the ``blackjax`` extra) are imported only
+inside the functions that need them, so ``import numpyro_ssm`` never requires them.
+"""
+
+from numpyro_ssm.infer.arviz import to_inference_data
+from numpyro_ssm.infer.latents import posterior_latents
+from numpyro_ssm.infer.loglik import pointwise_log_likelihood
+
+__all__ = ["pointwise_log_likelihood", "posterior_latents", "to_inference_data"]

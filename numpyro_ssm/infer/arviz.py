@@ -1,0 +1,309 @@
+"""ArviZ ``InferenceData`` with per-time-step log-likelihoods and latent-path posteriors.
+
+ArviZ and xarray (the ``arviz`` extra) are imported inside the functions only.
+"""
+
+import numpy as np
+
+from numpyro_ssm.infer._sites import SSMSite, find_ssm_sites, flatten_draws, trace_model
+from numpyro_ssm.infer.latents import posterior_latents
+from numpyro_ssm.infer.loglik import pointwise_log_likelihood
+
+__all__ = ["latents_to_xarray", "to_inference_data"]
+
+# numpyro extra field -> (ArviZ sample_stats name, sign)
+_STAT_NAMES = {
+    "diverging": ("diverging", 1),
+    "potential_energy": ("lp", -1),
+    "num_steps": ("n_steps", 1),
+    "accept_prob": ("acceptance_rate", 1),
+    "energy": ("energy", 1),
+    "step_size": ("step_size", 1),
+    "tree_depth": ("tree_depth", 1),
+}
+_METHODS = ("smooth", "sample", "mode")
+
+
+def _import_arviz():
+    try:
+        import arviz as az
+        import xarray as xr
+    except ImportError as err:  # pragma: no cover - exercised only without the extra
+        raise ImportError(
+            "numpyro_ssm.infer: InferenceData/xarray output needs the arviz extra: "
+            "pip install 'numpyro-ssm[arviz]'."
+        ) from err
+    return az, xr
+
+
+def _latent_variables(site: SSMSite, method, values):
+    """``{variable name: (array (chain, draw, ...), dims after chain/draw)}`` for one site."""
+    base = [*site.batch_dims, "time"]
+    name = site.name
+    if method == "smooth":
+        if site.is_hmm:
+            return {f"{name}_smoothed_probs": (values, [*base, "state"])}
+        return {
+            f"{name}_smoothed_means": (values["means"], [*base, "state"]),
+            f"{name}_smoothed_covariances": (values["covariances"], [*base, "state", "state_2"]),
+        }
+    suffix = "posterior_sample" if method == "sample" else "posterior_mode"
+    return {f"{name}_{suffix}": (values, base if site.is_hmm else [*base, "state"])}
+
+
+def _coords_for(dims_used, coords):
+    coords = coords or {}
+    return {d: coords[d] for d in dims_used if d in coords}
+
+
+def latents_to_xarray(values, site: SSMSite, method, batch_ndims, coords=None):
+    """Wrap one site's :func:`~numpyro_ssm.infer.posterior_latents` output in xarray.
+
+    Args:
+        values: the site's latents with ``(draws,)`` or ``(chains, draws)`` leading.
+        site: the site description from tracing the model.
+        method: ``"smooth"``, ``"sample"`` or ``"mode"``.
+        batch_ndims: 1 for ``(draws, ...)``, 2 for ``(chains, draws, ...)``.
+        coords: coordinates by dim name, e.g. ``{"time": years}``.
+
+    Returns:
+        A ``DataArray`` with dims ``chain, draw, [series...], time[, state]``, or for a
+        Gaussian ``"smooth"`` a ``Dataset`` with ``means`` and ``covariances``.
+    """
+    _, xr = _import_arviz()
+    variables = {}
+    for var, (arr, dims) in _latent_variables(site, method, values).items():
+        arr = np.asarray(arr)
+        if batch_ndims == 1:
+            arr = arr[None]
+        full = ["chain", "draw", *dims]
+        variables[var] = xr.DataArray(
+            arr,
+            dims=full,
+            coords={
+                "chain": np.arange(arr.shape[0]),
+                "draw": np.arange(arr.shape[1]),
+                **_coords_for(dims, coords),
+            },
+        )
+    if len(variables) == 1:
+        return next(iter(variables.values()))
+    prefix = f"{site.name}_smoothed_"
+    return xr.Dataset({k.removeprefix(prefix): v for k, v in variables.items()})
+
+
+def _plate_dims(msg, name):
+    """Dim names for a site's value: plate names on plate axes, ArviZ defaults elsewhere."""
+    shape = np.shape(msg["value"])
+    fn = msg.get("fn")
+    batch_ndim = len(fn.batch_shape) if fn is not None and hasattr(fn, "batch_shape") else 0
+    dims = [f"{name}_dim_{i}" for i in range(len(shape))]
+    for frame in msg.get("cond_indep_stack", ()):
+        axis = batch_ndim + frame.dim
+        if 0 <= axis < len(shape) and shape[axis] == frame.size:
+            dims[axis] = frame.name
+    return dims
+
+
+def _log_likelihood_variables(site: SSMSite, values, coords, used_time):
+    """Drop the steps that do not contribute; return ``(variables, extra_coords)``."""
+    mask = site.step_mask
+    values = np.asarray(values)
+    dims = [*site.batch_dims, "time"]
+    if mask.all():
+        return {site.name: (values, dims)}, {}
+    time_coord = np.asarray((coords or {}).get("time", np.arange(site.num_steps)))
+    kept = mask.reshape(-1, site.num_steps)
+    if (kept == kept[0]).all():  # the same steps are missing in every series: drop them
+        keep = kept[0]
+        time_dim = "time"
+        if "time" in used_time and not np.array_equal(used_time["time"], time_coord[keep]):
+            time_dim = f"{site.name}_time"
+        used_time.setdefault(time_dim, time_coord[keep])
+        return (
+            {site.name: (values[..., keep], [*site.batch_dims, time_dim])},
+            {time_dim: time_coord[keep]},
+        )
+    # Ragged (padded) series: one flat axis over the observed (series, time) pairs.
+    step_dim = f"{site.name}_observed_step"
+    index = np.nonzero(mask)
+    flat = values[(..., *index)]
+    extra = {f"{site.name}_time": (step_dim, time_coord[index[-1]])}
+    for axis, (dim, idx) in enumerate(zip(site.batch_dims, index[:-1], strict=True)):
+        labels = np.asarray((coords or {}).get(dim, np.arange(mask.shape[axis])))
+        extra[f"{site.name}_{dim}"] = (step_dim, labels[idx])
+    return {site.name: (flat, [step_dim])}, extra
+
+
+def _sample_stats_from_mcmc(mcmc):
+    stats = {}
+    for key, value in mcmc.get_extra_fields(group_by_chain=True).items():
+        value = np.asarray(value) if hasattr(value, "shape") else None
+        if value is None or value.ndim != 2:
+            continue
+        name, sign = _STAT_NAMES.get(key, (key, 1))
+        stats[name] = sign * value if sign == -1 else value
+    return stats
+
+
+def to_inference_data(
+    mcmc,
+    model=None,
+    *model_args,
+    latents=None,
+    key=None,
+    coords=None,
+    dims=None,
+    sample_stats=None,
+    chunk_size=256,
+    **model_kwargs,
+):
+    """An ``arviz.InferenceData`` whose ``log_likelihood`` group has a ``time`` dimension.
+
+    Groups:
+
+    - ``posterior``: every latent site and deterministic site, dims ``(chain, draw, ...)``;
+      axes owned by a plate are named after the plate. With ``latents``, also the latent-path
+      posterior per SSM site ``y``: ``y_smoothed_probs (..., time, state)`` (HMM) or
+      ``y_smoothed_means (..., time, state)`` and ``y_smoothed_covariances (..., time, state,
+      state_2)`` (Gaussian) for ``"smooth"``; ``y_posterior_sample`` for ``"sample"``;
+      ``y_posterior_mode`` for ``"mode"``.
+    - ``sample_stats``: NumPyro's extra fields under ArviZ names (``diverging``, ``lp``,
+      ``n_steps``, ``acceptance_rate``, ...), or the ``sample_stats`` dict given.
+    - ``observed_data``: every observed site; an SSM site's dims are ``[series...,] time``.
+    - ``log_likelihood``: one variable per SSM site, :func:`pointwise_log_likelihood` with dims
+      ``(chain, draw, [series...,] time)``, so that ``az.loo``/``az.waic`` work.
+
+    **Missing steps.** ArviZ cannot take NaN log-likelihoods, so steps that contribute nothing
+    (``obs_mask`` False or NaN data) are dropped from the ``log_likelihood`` group:
+
+    - when every series misses the same steps, the ``time`` axis keeps only the observed steps
+      and its coordinate their labels (a site whose kept steps differ from an earlier site's
+      gets its own dim ``{site}_time``);
+    - when series are ragged (padded with a mask), the site's values lie along one axis
+      ``{site}_observed_step`` with coordinates ``{site}_time`` and ``{site}_{series dim}``
+      giving each value's time and series labels.
+
+    PSIS-LOO on these one-step-ahead terms approximates leave-future-out-style predictive
+    performance, not leave-one-out (see :func:`pointwise_log_likelihood`).
+
+    Args:
+        mcmc: a fitted ``numpyro.infer.MCMC``, or a dict of constrained samples of shape
+            ``(chains, draws, ...)`` (e.g. ``run_blackjax(...).samples``; then ``model`` is
+            required).
+        model: the model; defaults to ``mcmc.sampler.model``.
+        *model_args: the model's positional arguments; when ``model`` is None and none are
+            given, the arguments of the last ``mcmc.run`` are used.
+        latents: None, or a method (``"smooth"``, ``"sample"``, ``"mode"``) or a list of
+            methods, see :func:`posterior_latents`.
+        key: a ``jax.random`` key, required when ``latents`` includes ``"sample"``.
+        coords: coordinates by dim name, e.g. ``{"time": years, "series": names}``.
+        dims: dims by variable name, overriding the defaults above.
+        sample_stats: dict of ``(chains, draws)`` arrays; defaults to the MCMC's extra fields.
+        chunk_size: draws evaluated together (see :func:`posterior_latents`).
+        **model_kwargs: the model's keyword arguments (with ``model`` None and no
+            ``model_args`` and no ``model_kwargs``, those of the last ``mcmc.run``).
+
+    Returns:
+        An ``arviz.InferenceData``.
+
+    Raises:
+        ValueError: a dict of samples without ``model``; ``"sample"`` latents without ``key``.
+    """
+    az, xr = _import_arviz()
+    if isinstance(mcmc, dict):
+        if model is None:
+            raise ValueError("to_inference_data: pass model=... with a dict of samples.")
+        samples = {k: np.asarray(v) for k, v in mcmc.items()}
+        stats = dict(sample_stats or {})
+    else:
+        if model is None:
+            model = mcmc.sampler.model
+            if not model_args and not model_kwargs:
+                model_args, model_kwargs = tuple(mcmc._args), dict(mcmc._kwargs)
+        samples = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
+        stats = _sample_stats_from_mcmc(mcmc) if sample_stats is None else dict(sample_stats)
+    methods = [] if latents is None else [latents] if isinstance(latents, str) else list(latents)
+    for method in methods:
+        if method not in _METHODS:
+            raise ValueError(f"to_inference_data: latents must be in {_METHODS}, got {method!r}.")
+    coords = dict(coords or {})
+    user_dims = dict(dims or {})
+
+    _, _, first = flatten_draws(samples, 2)
+    sites = find_ssm_sites(model, first, model_args, model_kwargs)
+    trace = trace_model(model, first, model_args, model_kwargs)
+
+    def ds(variables, extra_coords=None, sampled=True):
+        arrays, used = {}, set()
+        for name, (arr, var_dims) in variables.items():
+            arr = np.asarray(arr)
+            var_dims = list(user_dims.get(name, var_dims))
+            lead = ["chain", "draw"] if sampled else []
+            full = lead + var_dims
+            full += [f"{name}_dim_{i}" for i in range(len(full), arr.ndim)]
+            full = full[: arr.ndim]
+            arrays[name] = xr.DataArray(arr, dims=full)
+            used.update(full)
+        cs = _coords_for(used - {"chain", "draw"}, coords)
+        cs.update(extra_coords or {})
+        if sampled and arrays:
+            first_arr = next(iter(arrays.values()))
+            cs["chain"] = np.arange(first_arr.shape[0])
+            cs["draw"] = np.arange(first_arr.shape[1])
+        return xr.Dataset(arrays, coords=cs)
+
+    posterior = {}
+    for name, value in samples.items():
+        msg = trace.get(name)
+        if msg is not None and msg["type"] == "sample" and msg["is_observed"]:
+            continue
+        var_dims = _plate_dims(msg, name)[: value.ndim - 2] if msg is not None else []
+        posterior[name] = (value, var_dims)
+    for method in methods:
+        values = posterior_latents(
+            model,
+            samples,
+            *model_args,
+            site=list(sites),
+            method=method,
+            key=key,
+            batch_ndims=2,
+            chunk_size=chunk_size,
+            **model_kwargs,
+        )
+        for name, site in sites.items():
+            posterior.update(_latent_variables(site, method, values[name]))
+
+    observed = {}
+    for name, msg in trace.items():
+        if msg["type"] == "sample" and msg["is_observed"]:
+            site = sites.get(name)
+            if site is not None:
+                observed[name] = (msg["value"], [*site.batch_dims, "time"])
+            else:
+                observed[name] = (msg["value"], _plate_dims(msg, name))
+
+    loglik = pointwise_log_likelihood(
+        model,
+        samples,
+        *model_args,
+        site=list(sites),
+        batch_ndims=2,
+        chunk_size=chunk_size,
+        **model_kwargs,
+    )
+    ll_vars, ll_coords, used_time = {}, {}, {}
+    for name, site in sites.items():
+        variables, extra = _log_likelihood_variables(site, loglik[name], coords, used_time)
+        ll_vars.update(variables)
+        ll_coords.update(extra)
+
+    groups = {
+        "posterior": ds(posterior),
+        "log_likelihood": ds(ll_vars, ll_coords),
+        "observed_data": ds(observed, sampled=False),
+    }
+    if stats:
+        groups["sample_stats"] = ds({k: (v, []) for k, v in stats.items()})
+    return az.InferenceData(**groups)
