@@ -263,6 +263,13 @@ def test_float32_long_sequence_finite_value_and_gradients(parallel):
     # float32 value agrees with a float64 run to float32 accuracy.
     value64 = hmm_filter(pi.astype(np.float64), A.astype(np.float64), ll.astype(np.float64))
     np.testing.assert_allclose(value, value64.log_marginal, rtol=1e-5)
+    # Per-step increments are computed per step, not as differences of a cumulative sum of
+    # magnitude ~1e6, so they keep float32 accuracy at every step.
+    post32 = hmm_filter(pi, A, ll, parallel=parallel)
+    assert post32.log_likelihood_increments.dtype == jnp.float32
+    np.testing.assert_allclose(
+        post32.log_likelihood_increments, value64.log_likelihood_increments, rtol=1e-4, atol=1e-4
+    )
 
 
 def test_against_tfp_hidden_markov_model():

@@ -274,15 +274,25 @@ def _forward(log_init, log_trans, log_lik, parallel):
     return probs[:, 0, :], log_z[:, 0]
 
 
+def _filter_outputs(log_init, log_trans, log_lik, mask, filtered, log_evidence):
+    """``HMMPosterior`` fields from a forward pass: predicted probs and per-step increments.
+
+    The increments ``log p(y_t | y_{1:t-1}) = logsumexp_k(log predicted[t, k] + log_lik[t, k])``
+    are computed per step, not as differences of the cumulative ``log_evidence``, so they keep
+    full relative precision at large T (float32 included).
+    """
+    predicted = jnp.concatenate(
+        [jnp.exp(log_init)[None], (filtered[:-1, None, :] @ jnp.exp(log_trans))[:, 0, :]], axis=0
+    )
+    increments = logsumexp(safe_log(predicted) + log_lik, axis=-1)
+    increments = jnp.where(mask, increments, 0.0)
+    return HMMPosterior(log_evidence[-1], filtered, predicted, increments)
+
+
 def _filter_core(log_init, log_trans, log_lik, mask, parallel):
     log_lik = jnp.where(mask[:, None], log_lik, 0.0)
     filtered, log_evidence = _forward(log_init, log_trans, log_lik, parallel)
-    increments = jnp.diff(log_evidence, prepend=jnp.zeros((1,), log_evidence.dtype))
-    trans = jnp.exp(log_trans)
-    predicted = jnp.concatenate(
-        [jnp.exp(log_init)[None], (filtered[:-1, None, :] @ trans)[:, 0, :]], axis=0
-    )
-    return HMMPosterior(log_evidence[-1], filtered, predicted, increments)
+    return _filter_outputs(log_init, log_trans, log_lik, mask, filtered, log_evidence)
 
 
 def _smoother_core(log_init, log_trans, log_lik, mask, parallel):
@@ -293,13 +303,9 @@ def _smoother_core(log_init, log_trans, log_lik, mask, parallel):
         return log_evidence[-1], (filtered, log_evidence)
 
     grad_fn = jax.value_and_grad(log_marginal, argnums=(0, 1), has_aux=True)
-    (value, (filtered, log_evidence)), (d_trans, d_lik) = grad_fn(log_trans, log_lik)
-    increments = jnp.diff(log_evidence, prepend=jnp.zeros((1,), log_evidence.dtype))
-    trans = jnp.exp(log_trans)
-    predicted = jnp.concatenate(
-        [jnp.exp(log_init)[None], (filtered[:-1, None, :] @ trans)[:, 0, :]], axis=0
-    )
-    return HMMPosterior(value, filtered, predicted, increments, d_lik, jnp.sum(d_trans, axis=0))
+    (_, (filtered, log_evidence)), (d_trans, d_lik) = grad_fn(log_trans, log_lik)
+    outputs = _filter_outputs(log_init, log_trans, log_lik, mask, filtered, log_evidence)
+    return outputs._replace(smoothed_probs=d_lik, expected_transitions=jnp.sum(d_trans, axis=0))
 
 
 def hmm_filter(
