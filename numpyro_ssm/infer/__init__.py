@@ -5,7 +5,16 @@ inside the functions that need them, so ``import numpyro_ssm`` never requires th
 """
 
 from numpyro_ssm.infer.arviz import to_inference_data
+from numpyro_ssm.infer.blackjax import BlackJAXResult, run_blackjax
+from numpyro_ssm.infer.gibbs import ffbs_gibbs_fn
 from numpyro_ssm.infer.latents import posterior_latents
 from numpyro_ssm.infer.loglik import pointwise_log_likelihood
 
-__all__ = ["pointwise_log_likelihood", "posterior_latents", "to_inference_data"]
+__all__ = [
+    "BlackJAXResult",
+    "ffbs_gibbs_fn",
+    "pointwise_log_likelihood",
+    "posterior_latents",
+    "run_blackjax",
+    "to_inference_data",
+]
