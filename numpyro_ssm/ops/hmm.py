@@ -274,6 +274,71 @@ def _forward(log_init, log_trans, log_lik, parallel):
     return probs[:, 0, :], log_z[:, 0]
 
 
+def _serial_smoother(log_init, log_trans, log_lik):
+    """Forward-backward with normalized backward messages, for one (masked) sequence.
+
+    ``beta_t`` is known up to a positive scale, so each one is renormalized to sum to one and the
+    marginals are normalized at the end: no message over- or underflows, whatever the scale of
+    the log-likelihoods.
+
+    Returns:
+        ``(log_marginal (), filtered (T, K), log_evidence (T,), smoothed (T, K),
+        transitions)`` with ``transitions`` the pairwise marginals
+        ``p(z_t = i, z_{t+1} = j | y)``: shape ``(T - 1, K, K)`` for time-varying transitions,
+        or summed over time, ``(1, K, K)``, for homogeneous ones.
+    """
+    filtered, log_evidence = _forward(log_init, log_trans, log_lik, parallel=False)
+    trans = jnp.exp(log_trans)
+    homogeneous = trans.shape[0] == 1
+    lik = jnp.exp(log_lik - _safe_max(log_lik, axis=-1))
+
+    def step(carry, inp):
+        beta_next, total = carry
+        trans_t, lik_next, filtered_t = inp
+        weight = lik_next * beta_next
+        pair, _ = _normalize((filtered_t[:, None] * trans_t * weight[None, :]).reshape(1, -1), 0.0)
+        beta, _ = _normalize((trans_t @ weight)[None, :], 0.0)
+        pair = pair.reshape(trans_t.shape)
+        if homogeneous:
+            return (beta[0], total + pair), beta[0]
+        return (beta[0], total), (beta[0], pair)
+
+    num_states = log_lik.shape[-1]
+    if homogeneous:  # keep O(K^2) memory: close over the matrix, accumulate the pair marginals
+        inputs = (lik[1:], filtered[:-1])
+        body = lambda c, inp: step(c, (trans[0],) + inp)  # noqa: E731
+    else:
+        inputs = (trans, lik[1:], filtered[:-1])
+        body = step
+    init = (jnp.ones(num_states, log_lik.dtype), jnp.zeros((num_states, num_states), log_lik.dtype))
+    (_, total), outs = lax.scan(body, init, inputs, reverse=True)
+    betas, transitions = (outs, total[None]) if homogeneous else outs
+    betas = jnp.concatenate([betas, jnp.ones((1, num_states), log_lik.dtype)])
+    smoothed, _ = _normalize(filtered * betas, 0.0)
+    return log_evidence[-1], filtered, log_evidence, smoothed, transitions
+
+
+@jax.custom_jvp
+def _serial_log_marginal(log_init, log_trans, log_lik):
+    """``log p(y_{1:T})`` by the sequential forward pass, differentiated by forward-backward.
+
+    Its derivatives are the posterior marginals (``d/d log_lik[t, k] = p(z_t = k | y)``, and so
+    on), computed by one backward recursion instead of autodiff through the scan. A custom JVP
+    (not VJP) keeps forward mode and higher derivatives (Hessians, Laplace) working.
+    """
+    return _forward(log_init, log_trans, log_lik, parallel=False)[1][-1]
+
+
+@_serial_log_marginal.defjvp
+def _serial_log_marginal_jvp(primals, tangents):
+    d_init, d_trans, d_lik = tangents
+    value, _, _, smoothed, transitions = _serial_smoother(*primals)
+    tangent = (
+        jnp.sum(smoothed[0] * d_init) + jnp.sum(transitions * d_trans) + jnp.sum(smoothed * d_lik)
+    )
+    return value, tangent
+
+
 def _filter_outputs(log_init, log_trans, log_lik, mask, filtered, log_evidence):
     """``HMMPosterior`` fields from a forward pass: predicted probs and per-step increments.
 
@@ -292,11 +357,25 @@ def _filter_outputs(log_init, log_trans, log_lik, mask, filtered, log_evidence):
 def _filter_core(log_init, log_trans, log_lik, mask, parallel):
     log_lik = jnp.where(mask[:, None], log_lik, 0.0)
     filtered, log_evidence = _forward(log_init, log_trans, log_lik, parallel)
-    return _filter_outputs(log_init, log_trans, log_lik, mask, filtered, log_evidence)
+    outputs = _filter_outputs(log_init, log_trans, log_lik, mask, filtered, log_evidence)
+    if parallel:
+        return outputs
+    # The same value, whose gradient is one backward recursion (unused outputs are dropped by
+    # XLA, so log_prob under jit runs a single forward scan).
+    return outputs._replace(log_marginal=_serial_log_marginal(log_init, log_trans, log_lik))
 
 
 def _smoother_core(log_init, log_trans, log_lik, mask, parallel):
     log_lik = jnp.where(mask[:, None], log_lik, 0.0)
+    if not parallel:
+        value, filtered, log_evidence, smoothed, transitions = _serial_smoother(
+            log_init, log_trans, log_lik
+        )
+        outputs = _filter_outputs(log_init, log_trans, log_lik, mask, filtered, log_evidence)
+        return outputs._replace(
+            smoothed_probs=smoothed, expected_transitions=jnp.sum(transitions, axis=0)
+        )
+    # Parallel: the marginals are the gradient of the log-marginal of the associative scan.
 
     def log_marginal(log_trans, log_lik):
         filtered, log_evidence = _forward(log_init, log_trans, log_lik, parallel)
