@@ -225,8 +225,8 @@ def test_inference_data_from_mcmc():
     az = pytest.importorskip("arviz")
     mcmc = numpyro.infer.MCMC(
         numpyro.infer.NUTS(hmm_model),
-        num_warmup=60,
-        num_samples=40,
+        num_warmup=40,
+        num_samples=20,
         num_chains=2,
         chain_method="sequential",
         progress_bar=False,
@@ -234,9 +234,9 @@ def test_inference_data_from_mcmc():
     mcmc.run(jax.random.key(0), Y, extra_fields=("potential_energy",))
     idata = to_inference_data(mcmc, latents="mode")
     assert {"diverging", "lp"} <= set(idata.sample_stats.data_vars)
-    assert idata.sample_stats["lp"].shape == (2, 40)
+    assert idata.sample_stats["lp"].shape == (2, 20)
     assert idata.posterior["y_posterior_mode"].dims == ("chain", "draw", "time")
-    assert idata.log_likelihood["y"].shape == (2, 40, T)
+    assert idata.log_likelihood["y"].shape == (2, 20, T)
     assert np.isfinite(az.loo(idata)["elpd_loo"])
 
 
