@@ -1,0 +1,129 @@
+"""The HMM forward pass (sum-product) and the serial forward-backward recursion.
+
+Forward messages are row-normalized matrices with log-normalizers: an element ``(P, log_z)``
+stands for ``exp(log_z)[:, None] * P`` with rows of ``P`` summing to one, built with
+``logsumexp`` so that exact zeros and log-likelihoods of ``-1e4`` are safe.
+"""
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.scipy.special import logsumexp
+
+from numpyro_ssm.ops._hmm_common import _normalize, _safe_max, _with_transitions
+from numpyro_ssm.ops.scan import prefix_scan
+
+
+def _forward_element(log_trans_t, log_lik_t):
+    """Element ``M[i, j] = A[i, j] p(y_t | z_t = j)`` as ``(P, log_z)``; rows of ``P`` sum to 1."""
+    log_m = log_trans_t + log_lik_t[..., None, :]
+    log_z = logsumexp(log_m, axis=-1)
+    safe_z = jnp.where(jnp.isfinite(log_z), log_z, 0.0)
+    return jnp.exp(log_m - safe_z[..., None]), log_z
+
+
+def _forward_combine(earlier, later):
+    """Product of two row-normalized elements, renormalized: ``(M1 M2)`` as ``(P, log_z)``."""
+    p1, z1 = earlier
+    p2, z2 = later
+    shift = _safe_max(z2, axis=-1)
+    weighted = p1 * jnp.exp(z2 - shift)[..., None, :]
+    return _normalize(weighted @ p2, z1 + shift)
+
+
+def _forward_fold(carry, trans_t, log_lik_t):
+    """One sequential forward step on a compact ``(1, K)`` carry: ``combine(carry, element)``.
+
+    Predict with ``A_t`` in probability space, then weight by the likelihood: O(K^2) multiply-adds
+    and K exponentials per step, instead of building a normalized K x K element.
+    """
+    probs, log_z = carry
+    shift = _safe_max(log_lik_t, axis=-1)
+    weighted = (probs @ trans_t) * jnp.exp(log_lik_t - shift)[..., None, :]
+    return _normalize(weighted, log_z + shift)
+
+
+def _forward(log_init, log_trans, log_lik, parallel):
+    """Forward pass of one sequence: ``(filtered_probs (T, K), log_evidence (T,))``.
+
+    ``log_evidence[t] = log p(y_{1:t})``; ``log_lik`` is already masked.
+    """
+    first_log = log_init + log_lik[0]
+    shift = _safe_max(first_log, axis=-1)
+    first = _normalize(jnp.exp(first_log - shift)[None, :], shift)
+    make_element, inputs = _with_transitions(_forward_element, log_trans, (log_lik[1:],))
+    if log_trans.shape[0] == 1:
+        trans = jnp.exp(log_trans[0])
+        fold = lambda carry, inp: _forward_fold(carry, trans, *inp)  # noqa: E731
+    else:
+        fold = lambda carry, inp: _forward_fold(carry, jnp.exp(inp[0]), inp[1])  # noqa: E731
+    prefix = prefix_scan(
+        _forward_combine, make_element, first, inputs, parallel=parallel, fold=fold
+    )
+    probs, log_z = prefix
+    return probs[:, 0, :], log_z[:, 0]
+
+
+def _serial_smoother(log_init, log_trans, log_lik):
+    """Forward-backward with normalized backward messages, for one (masked) sequence.
+
+    ``beta_t`` is known up to a positive scale, so each one is renormalized to sum to one and the
+    marginals are normalized at the end: no message over- or underflows, whatever the scale of
+    the log-likelihoods.
+
+    Returns:
+        ``(log_marginal (), filtered (T, K), log_evidence (T,), smoothed (T, K),
+        transitions)`` with ``transitions`` the pairwise marginals
+        ``p(z_t = i, z_{t+1} = j | y)``: shape ``(T - 1, K, K)`` for time-varying transitions,
+        or summed over time, ``(1, K, K)``, for homogeneous ones.
+    """
+    filtered, log_evidence = _forward(log_init, log_trans, log_lik, parallel=False)
+    trans = jnp.exp(log_trans)
+    homogeneous = trans.shape[0] == 1
+    lik = jnp.exp(log_lik - _safe_max(log_lik, axis=-1))
+
+    def step(carry, inp):
+        beta_next, total = carry
+        trans_t, lik_next, filtered_t = inp
+        weight = lik_next * beta_next
+        pair, _ = _normalize((filtered_t[:, None] * trans_t * weight[None, :]).reshape(1, -1), 0.0)
+        beta, _ = _normalize((trans_t @ weight)[None, :], 0.0)
+        pair = pair.reshape(trans_t.shape)
+        if homogeneous:
+            return (beta[0], total + pair), beta[0]
+        return (beta[0], total), (beta[0], pair)
+
+    num_states = log_lik.shape[-1]
+    if homogeneous:  # keep O(K^2) memory: close over the matrix, accumulate the pair marginals
+        inputs = (lik[1:], filtered[:-1])
+        body = lambda c, inp: step(c, (trans[0],) + inp)  # noqa: E731
+    else:
+        inputs = (trans, lik[1:], filtered[:-1])
+        body = step
+    init = (jnp.ones(num_states, log_lik.dtype), jnp.zeros((num_states, num_states), log_lik.dtype))
+    (_, total), outs = lax.scan(body, init, inputs, reverse=True)
+    betas, transitions = (outs, total[None]) if homogeneous else outs
+    betas = jnp.concatenate([betas, jnp.ones((1, num_states), log_lik.dtype)])
+    smoothed, _ = _normalize(filtered * betas, 0.0)
+    return log_evidence[-1], filtered, log_evidence, smoothed, transitions
+
+
+@jax.custom_jvp
+def _serial_log_marginal(log_init, log_trans, log_lik):
+    """``log p(y_{1:T})`` by the sequential forward pass, differentiated by forward-backward.
+
+    Its derivatives are the posterior marginals (``d/d log_lik[t, k] = p(z_t = k | y)``, and so
+    on), computed by one backward recursion instead of autodiff through the scan. A custom JVP
+    (not VJP) keeps forward mode and higher derivatives (Hessians, Laplace) working.
+    """
+    return _forward(log_init, log_trans, log_lik, parallel=False)[1][-1]
+
+
+@_serial_log_marginal.defjvp
+def _serial_log_marginal_jvp(primals, tangents):
+    d_init, d_trans, d_lik = tangents
+    value, _, _, smoothed, transitions = _serial_smoother(*primals)
+    tangent = (
+        jnp.sum(smoothed[0] * d_init) + jnp.sum(transitions * d_trans) + jnp.sum(smoothed * d_lik)
+    )
+    return value, tangent
