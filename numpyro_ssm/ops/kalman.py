@@ -33,6 +33,7 @@ NaNs are replaced before any arithmetic, so gradients stay finite.
 ``jax.vmap``-able; :class:`numpyro_ssm.LinearGaussianSSM` vmaps them over its batch shape.
 """
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -353,6 +354,7 @@ def _covariance(chol):
     return chol @ _mT(chol)
 
 
+@functools.partial(jax.jit, static_argnames=("parallel",))
 def kalman_filter(
     initial_mean: jax.Array,
     initial_scale_tril: jax.Array,

@@ -17,6 +17,7 @@ with ``lax.associative_scan`` it has ``O(log T)`` depth.
 again a prefix scan; it is reparameterized (differentiable in every parameter).
 """
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -91,6 +92,7 @@ def _run_filter(args, observations, obs_mask, parallel):
     return model, _filter(model, y, observed, parallel)
 
 
+@functools.partial(jax.jit, static_argnames=("parallel",))
 def kalman_smoother(
     initial_mean: jax.Array,
     initial_scale_tril: jax.Array,
@@ -163,6 +165,7 @@ def _sample_shape_map(fn, key, sample_shape):
     return jax.tree.map(lambda a: a.reshape(sample_shape + a.shape[1:]), out)
 
 
+@functools.partial(jax.jit, static_argnames=("sample_shape", "parallel"))
 def kalman_posterior_sample(
     key: jax.Array,
     initial_mean: jax.Array,
@@ -228,6 +231,7 @@ def kalman_posterior_sample(
     return _sample_shape_map(draw, key, sample_shape)
 
 
+@functools.partial(jax.jit, static_argnames=("num_steps", "sample_shape", "parallel"))
 def lgssm_sample(
     key: jax.Array,
     initial_mean: jax.Array,

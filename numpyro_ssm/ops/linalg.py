@@ -47,16 +47,37 @@ def tria(a: jax.Array) -> jax.Array:
 def _tria_jvp(primals, tangents):
     (a,), (da,) = primals, tangents
     lower, q, a_padded = _tria_and_q(a)
-    n = lower.shape[-1]
     if da.shape[-1] < a_padded.shape[-1]:
         pad = jnp.zeros(da.shape[:-1] + (a_padded.shape[-1] - da.shape[-1],), da.dtype)
         da = jnp.concatenate([da, pad], axis=-1)
-    # With a = L qᵀ: d(a aᵀ) = L (X + Xᵀ) Lᵀ, X = L⁺ da q, and dL = L Φ(X + Xᵀ), Φ taking the
-    # strictly lower part plus half the diagonal.
-    x = safe_solve_lower(lower, da @ q)
-    sym = x + jnp.swapaxes(x, -1, -2)
-    phi = jnp.tril(sym, -1) + 0.5 * jnp.eye(n, dtype=a.dtype) * sym
-    return lower, lower @ phi
+    # With a = L qᵀ, d(a aᵀ) = B Lᵀ + L Bᵀ for B = da q. The lower-triangular dL is B - L Ω
+    # with Ω skew-symmetric chosen to cancel the strictly upper part of B.
+    b = da @ q
+    return lower, b - lower @ _skew_for_tril(lower, b)
+
+
+def _skew_for_tril(lower, b):
+    """Skew ``Ω`` with ``(L Ω)_ij = B_ij`` for ``i < j``, by forward substitution over rows.
+
+    Where a pivot ``L_ii`` is (numerically) zero, row ``i`` of ``Ω`` is set to zero. For an
+    invertible ``L`` this is the Cholesky derivative; for a singular one it still gives a
+    ``dL`` with ``dL Lᵀ + L dLᵀ = d(a aᵀ)`` wherever a lower-triangular derivative exists.
+    """
+    n = lower.shape[-1]
+    diag = jnp.diagonal(lower, axis1=-2, axis2=-1)
+    scale = jnp.max(jnp.abs(diag), axis=-1, keepdims=True)
+    zero = jnp.abs(diag) <= jnp.finfo(lower.dtype).eps * n * scale
+    safe_diag = jnp.where(zero, 1.0, diag)
+    cols = jnp.arange(n)
+
+    def row(i, upper):
+        l_i = lower[..., i, :]  # (..., n)
+        rhs = b[..., i, :] - jnp.einsum("...k,...kj->...j", l_i, upper)
+        new = jnp.where((cols > i) & ~zero[..., i, None], rhs / safe_diag[..., i, None], 0.0)
+        return upper.at[..., i, :].set(new)
+
+    upper = jax.lax.fori_loop(0, n, row, jnp.zeros_like(b))
+    return upper - jnp.swapaxes(upper, -1, -2)
 
 
 def solve_lower(lower: jax.Array, b: jax.Array) -> jax.Array:
