@@ -1,0 +1,740 @@
+r"""``LinearGaussianSSM``: a linear-Gaussian state space model with its states marginalized.
+
+.. math::
+
+    z_1 &\sim \mathcal N(m_0, P_0), \\
+    z_{t+1} &= F_t z_t + b_t + w_t, \qquad w_t \sim \mathcal N(0, Q_t), \qquad t = 1..T-1, \\
+    y_t &= H_t z_t + d_t + v_t, \qquad v_t \sim \mathcal N(0, R_t), \qquad t = 1..T.
+
+``log_prob(y)`` is the exact ``log p(y_{1:T})`` from the square-root Kalman filter of
+:mod:`numpyro_ssm.ops.kalman` (serial, or parallel-in-time with ``parallel=True``). Inputs and
+controls enter through time-varying biases, ``b_t = B u_t`` and ``d_t = D u_t``.
+"""
+
+import jax
+import jax.numpy as jnp
+from numpyro.distributions import Distribution, constraints
+from numpyro.distributions.util import lazy_property
+
+from numpyro_ssm.distributions._shapes import broadcast_batch_shapes, infer_num_steps
+from numpyro_ssm.ops import kalman as kalman_ops
+from numpyro_ssm.ops import kalman_smoothing as smoother_ops
+
+__all__ = ["LinearGaussianSSM"]
+
+# name -> (event ndim without time, time offset or None when the argument has no time axis)
+_CORE = {
+    "initial_mean": (1, None),
+    "initial_scale_tril": (2, None),
+    "transition_matrix": (2, -1),
+    "transition_scale_tril": (2, -1),
+    "transition_bias": (1, -1),
+    "emission_matrix": (2, 0),
+    "emission_scale_tril": (2, 0),
+    "emission_bias": (1, 0),
+}
+_PAIRS = ("initial", "transition", "emission")
+
+
+def _shape(x):
+    if x is None:
+        return None
+    return tuple(x) if isinstance(x, tuple) else tuple(jnp.shape(x))
+
+
+def _core_ndim(name, shape):
+    """Number of trailing axes of ``shape`` owned by one sequence (event + time axis)."""
+    ndim, offset = _CORE[name]
+    return ndim + (offset is not None and len(shape) > ndim)
+
+
+def _lgssm_shapes(shapes, num_steps, obs_mask_shape):
+    """Check argument shapes (``shapes``: name -> shape, covariances as ``*_scale_tril``).
+
+    Returns ``(batch_shape, event_shape, T, S, D)``.
+    """
+    m0 = shapes["initial_mean"]
+    if len(m0) < 1:
+        raise ValueError(f"initial_mean must have shape (..., S), got {m0}.")
+    S = m0[-1]
+    F = shapes["transition_matrix"]
+    if len(F) < 2 or F[-1] != F[-2]:
+        raise ValueError(f"transition_matrix must be square, shape (..., S, S), got {F}.")
+    if F[-1] != S:
+        raise ValueError(
+            f"transition_matrix {F} has state dim {F[-1]} but initial_mean {m0} has S={S}."
+        )
+    H = shapes["emission_matrix"]
+    if len(H) < 2 or H[-1] != S:
+        raise ValueError(
+            f"emission_matrix must have shape (..., D, S) with S={S} columns (the state dim of "
+            f"initial_mean {m0}), got {H}."
+        )
+    D = H[-2]
+    expected = {
+        "initial_scale_tril": (S, S),
+        "transition_scale_tril": (S, S),
+        "transition_bias": (S,),
+        "emission_scale_tril": (D, D),
+        "emission_bias": (D,),
+    }
+    for name, event in expected.items():
+        shape = shapes[name]
+        if shape is None:
+            continue
+        if shape[len(shape) - len(event) :] != event or len(shape) < len(event):
+            pretty = name.replace("_scale_tril", "_cov/_scale_tril")
+            raise ValueError(
+                f"{pretty} must have shape (...,) + {event} to match the state dim S={S} and "
+                f"observation dim D={D}, got {shape}."
+            )
+    time_axes = []
+    for name, (ndim, offset) in _CORE.items():
+        shape = shapes[name]
+        if offset is None or shape is None:
+            continue
+        time_axes.append((name, shape, -ndim - 1 if len(shape) > ndim else None, offset))
+    if obs_mask_shape is not None:
+        if len(obs_mask_shape) < 2 or obs_mask_shape[-1] not in (1, D):
+            raise ValueError(
+                f"obs_mask must broadcast against batch_shape + (T, D) with D={D}: shape "
+                f"(..., T, D) or (..., T, 1), got {obs_mask_shape}."
+            )
+        time_axes.append(("obs_mask", obs_mask_shape, -2, 0))
+    T = infer_num_steps(time_axes, num_steps)
+    batch = {
+        name: shape[: len(shape) - _core_ndim(name, shape)]
+        for name, shape in shapes.items()
+        if shape is not None
+    }
+    if obs_mask_shape is not None:
+        batch["obs_mask"] = obs_mask_shape[:-2]
+    return broadcast_batch_shapes(batch), (T, D), T, S, D
+
+
+def _flatten_batch(arr, core, batch_shape):
+    """Broadcast ``arr`` to ``batch_shape + core shape`` and flatten the batch to one axis."""
+    core_shape = arr.shape[arr.ndim - core :]
+    arr = jnp.broadcast_to(arr, batch_shape + core_shape)
+    return arr.reshape((-1,) + core_shape)
+
+
+def _map_batch(fn, args, cores, batch_shape):
+    """``fn(*one_sequence_args)`` over ``batch_shape``; outputs get ``batch_shape`` leading."""
+    n = 1
+    for s in batch_shape:
+        n *= s
+    flat = [
+        None if a is None else _flatten_batch(a, c, batch_shape)
+        for a, c in zip(args, cores, strict=True)
+    ]
+    if n == 1:
+        out = fn(*[None if a is None else a[0] for a in flat])
+        return jax.tree.map(lambda x: x.reshape(batch_shape + x.shape), out)
+    out = jax.vmap(fn)(*flat)
+    return jax.tree.map(lambda x: x.reshape(batch_shape + x.shape[1:]), out)
+
+
+class LinearGaussianSSM(Distribution):
+    r"""Linear-Gaussian state space model over ``T`` observations, states marginalized exactly.
+
+    .. math::
+
+        z_1 \sim \mathcal N(m_0, P_0),\quad
+        z_{t+1} = F_t z_t + b_t + w_t,\ w_t \sim \mathcal N(0, Q_t),\quad
+        y_t = H_t z_t + d_t + v_t,\ v_t \sim \mathcal N(0, R_t),
+
+    with ``T - 1`` transitions. ``log_prob(y) = log p(y_{1:T})`` is computed by a square-root
+    Kalman filter; ``sample`` is reparameterized (``has_rsample``), so the distribution can also
+    be a latent site under SVI.
+
+    **Time axis by shape.** Time is the rightmost batch-like axis of every time-indexable
+    argument: transition parameters have a time axis of length ``T - 1`` or 1, emission
+    parameters one of length ``T`` or 1, and an absent or length-1 axis means homogeneous. A
+    *batch* of ``B`` homogeneous transition matrices is therefore ``(B, 1, S, S)``: a
+    ``(B, S, S)`` array is read as ``B`` time steps. ``num_steps`` is required when nothing
+    carries time.
+
+    Args:
+        initial_mean: shape ``(..., S)``, ``m_0 = E[z_1]``.
+        transition_matrix: shape ``(S, S)`` or ``(..., T-1 | 1, S, S)``, ``F_t``.
+        emission_matrix: shape ``(D, S)`` or ``(..., T | 1, D, S)``, ``H_t``.
+        initial_cov: shape ``(..., S, S)``, ``P_0``. Give this or ``initial_scale_tril``.
+        initial_scale_tril: shape ``(..., S, S)``, lower-triangular ``chol(P_0)``.
+        transition_cov: shape ``(S, S)`` or ``(..., T-1 | 1, S, S)``, ``Q_t``. Or give
+            ``transition_scale_tril``, which may have zeros on the diagonal (a rank-deficient
+            ``Q_t``, e.g. a noiseless level); a singular ``transition_cov`` has no Cholesky
+            factor.
+        transition_scale_tril: shape like ``transition_cov``, lower-triangular ``chol(Q_t)``.
+        emission_cov: shape ``(D, D)`` or ``(..., T | 1, D, D)``, ``R_t`` (positive definite).
+        emission_scale_tril: shape like ``emission_cov``, ``chol(R_t)``.
+        transition_bias: shape ``(S,)`` or ``(..., T-1 | 1, S)``, ``b_t``; zeros by default.
+            Controls enter here: ``b_t = B u_t``.
+        emission_bias: shape ``(D,)`` or ``(..., T | 1, D)``, ``d_t``; zeros by default.
+        num_steps: ``T``; required only when no argument carries a time axis.
+        obs_mask: bool, broadcastable against ``batch_shape + (T, D)`` (shape ``(..., T, D)``
+            or ``(..., T, 1)`` for whole steps); True where observed. NaN in ``y`` also marks
+            an entry missing. Missing entries contribute nothing; the others are conditioned on
+            exactly.
+        parallel: use the ``O(log T)``-depth associative scans (faster on accelerators).
+        validate_args: check the parameters' constraints (positive-definite covariances,
+            lower-Cholesky factors with a positive diagonal).
+
+    ``batch_shape`` broadcasts all arguments' batch axes; ``event_shape = (T, D)``.
+
+    Example:
+        A local level model, and the same with a control input ``u_t`` (shape ``(T-1, 1)``)
+        through a time-varying bias ``b_t = B u_t``:
+
+        >>> import numpyro, numpyro.distributions as dist
+        >>> def model(y, u):
+        ...     sigma_obs = numpyro.sample("sigma_obs", dist.HalfNormal(1.0))
+        ...     sigma_level = numpyro.sample("sigma_level", dist.HalfNormal(1.0))
+        ...     B = numpyro.sample("B", dist.Normal(0.0, 1.0))
+        ...     ssm = LinearGaussianSSM(
+        ...         jnp.zeros(1), jnp.eye(1), jnp.eye(1),
+        ...         initial_cov=jnp.eye(1) * 10.0,
+        ...         transition_scale_tril=sigma_level * jnp.eye(1),
+        ...         emission_scale_tril=sigma_obs * jnp.eye(1),
+        ...         transition_bias=B * u,  # (T-1, 1): b_t = B u_t
+        ...     )
+        ...     numpyro.sample("y", ssm, obs=y)  # y: (T, 1)
+    """
+
+    arg_constraints = {
+        "initial_mean": constraints.real_vector,
+        "initial_cov": constraints.positive_definite,
+        "initial_scale_tril": constraints.lower_cholesky,
+        "transition_matrix": constraints.real_matrix,
+        "transition_cov": constraints.positive_definite,
+        "transition_scale_tril": constraints.lower_cholesky,
+        "transition_bias": constraints.real_vector,
+        "emission_matrix": constraints.real_matrix,
+        "emission_cov": constraints.positive_definite,
+        "emission_scale_tril": constraints.lower_cholesky,
+        "emission_bias": constraints.real_vector,
+    }
+    support = constraints.independent(constraints.real_vector, 1)
+    reparametrized_params = list(arg_constraints)
+    pytree_data_fields = (*_CORE, "obs_mask")
+    pytree_aux_fields = ("num_steps", "parallel")
+
+    def __init__(
+        self,
+        initial_mean,
+        transition_matrix,
+        emission_matrix,
+        *,
+        initial_cov=None,
+        initial_scale_tril=None,
+        transition_cov=None,
+        transition_scale_tril=None,
+        emission_cov=None,
+        emission_scale_tril=None,
+        transition_bias=None,
+        emission_bias=None,
+        num_steps=None,
+        obs_mask=None,
+        parallel=False,
+        validate_args=None,
+    ):
+        given = {
+            "initial": (initial_cov, initial_scale_tril),
+            "transition": (transition_cov, transition_scale_tril),
+            "emission": (emission_cov, emission_scale_tril),
+        }
+        for prefix, (cov, tril) in given.items():
+            if (cov is None) == (tril is None):
+                raise ValueError(
+                    f"LinearGaussianSSM: give exactly one of {prefix}_cov and "
+                    f"{prefix}_scale_tril (got {'both' if cov is not None else 'neither'})."
+                )
+        batch_shape, event_shape = self.infer_shapes(
+            initial_mean=_shape(initial_mean),
+            transition_matrix=_shape(transition_matrix),
+            emission_matrix=_shape(emission_matrix),
+            initial_cov=_shape(initial_cov),
+            initial_scale_tril=_shape(initial_scale_tril),
+            transition_cov=_shape(transition_cov),
+            transition_scale_tril=_shape(transition_scale_tril),
+            emission_cov=_shape(emission_cov),
+            emission_scale_tril=_shape(emission_scale_tril),
+            transition_bias=_shape(transition_bias),
+            emission_bias=_shape(emission_bias),
+            num_steps=num_steps,
+            obs_mask=_shape(obs_mask),
+        )
+        self.initial_mean = jnp.asarray(initial_mean)
+        self.transition_matrix = jnp.asarray(transition_matrix)
+        self.emission_matrix = jnp.asarray(emission_matrix)
+        dtype = jnp.result_type(self.initial_mean, self.transition_matrix, self.emission_matrix)
+        for prefix, (cov, tril) in given.items():
+            if cov is not None:
+                cov = jnp.asarray(cov)
+                setattr(self, f"{prefix}_cov", cov)
+                tril = jnp.linalg.cholesky(cov)
+            setattr(self, f"{prefix}_scale_tril", jnp.asarray(tril))
+        S, D = self.initial_mean.shape[-1], event_shape[1]
+        self.transition_bias = (
+            jnp.zeros((S,), dtype) if transition_bias is None else jnp.asarray(transition_bias)
+        )
+        self.emission_bias = (
+            jnp.zeros((D,), dtype) if emission_bias is None else jnp.asarray(emission_bias)
+        )
+        self.obs_mask = None if obs_mask is None else jnp.asarray(obs_mask, dtype=bool)
+        self.num_steps = event_shape[0]
+        self.parallel = bool(parallel)
+        super().__init__(batch_shape, event_shape, validate_args=validate_args)
+
+    @classmethod
+    def infer_shapes(
+        cls,
+        initial_mean=None,
+        transition_matrix=None,
+        emission_matrix=None,
+        *,
+        initial_cov=None,
+        initial_scale_tril=None,
+        transition_cov=None,
+        transition_scale_tril=None,
+        emission_cov=None,
+        emission_scale_tril=None,
+        transition_bias=None,
+        emission_bias=None,
+        num_steps=None,
+        obs_mask=None,
+        **kwargs,
+    ):
+        """Infer ``(batch_shape, event_shape)`` from argument shapes, without arrays.
+
+        Args:
+            initial_mean: shape tuple of ``initial_mean``.
+            transition_matrix: shape tuple of ``transition_matrix``.
+            emission_matrix: shape tuple of ``emission_matrix``.
+            initial_cov: shape tuple, or give ``initial_scale_tril``.
+            initial_scale_tril: shape tuple, or give ``initial_cov``.
+            transition_cov: shape tuple, or give ``transition_scale_tril``.
+            transition_scale_tril: shape tuple, or give ``transition_cov``.
+            emission_cov: shape tuple, or give ``emission_scale_tril``.
+            emission_scale_tril: shape tuple, or give ``emission_cov``.
+            transition_bias: shape tuple or None.
+            emission_bias: shape tuple or None.
+            num_steps: ``T`` when no argument carries time.
+            obs_mask: shape tuple of ``obs_mask``, or None.
+            **kwargs: ignored (``parallel``, ``validate_args``).
+
+        Returns:
+            ``(batch_shape, event_shape)`` with ``event_shape = (T, D)``.
+        """
+        if initial_mean is None or transition_matrix is None or emission_matrix is None:
+            raise ValueError(
+                "LinearGaussianSSM needs initial_mean, transition_matrix and emission_matrix."
+            )
+        shapes = {
+            "initial_mean": tuple(initial_mean),
+            "initial_scale_tril": initial_scale_tril or initial_cov,
+            "transition_matrix": tuple(transition_matrix),
+            "transition_scale_tril": transition_scale_tril or transition_cov,
+            "transition_bias": transition_bias,
+            "emission_matrix": tuple(emission_matrix),
+            "emission_scale_tril": emission_scale_tril or emission_cov,
+            "emission_bias": emission_bias,
+        }
+        shapes = {k: None if v is None else tuple(v) for k, v in shapes.items()}
+        for prefix in _PAIRS:
+            if shapes[f"{prefix}_scale_tril"] is None:
+                raise ValueError(f"LinearGaussianSSM needs {prefix}_cov or {prefix}_scale_tril.")
+        obs_mask = None if obs_mask is None else tuple(obs_mask)
+        batch_shape, event_shape, *_ = _lgssm_shapes(shapes, num_steps, obs_mask)
+        return batch_shape, event_shape
+
+    # -- covariances in both forms --------------------------------------------------------------
+
+    @lazy_property
+    def initial_cov(self):
+        """Shape ``(..., S, S)``: ``P_0``."""
+        return self.initial_scale_tril @ jnp.swapaxes(self.initial_scale_tril, -1, -2)
+
+    @lazy_property
+    def transition_cov(self):
+        """Shape like ``transition_scale_tril``: ``Q_t``."""
+        return self.transition_scale_tril @ jnp.swapaxes(self.transition_scale_tril, -1, -2)
+
+    @lazy_property
+    def emission_cov(self):
+        """Shape like ``emission_scale_tril``: ``R_t``."""
+        return self.emission_scale_tril @ jnp.swapaxes(self.emission_scale_tril, -1, -2)
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    def _params(self):
+        """The ops' arguments in order, with each one's per-sequence number of axes."""
+        arrays = [getattr(self, name) for name in _CORE]
+        cores = [_core_ndim(name, a.shape) for name, a in zip(_CORE, arrays, strict=True)]
+        return arrays, cores
+
+    def _current_batch_shape(self):
+        # From the arrays themselves, not the stored batch_shape, so that jax.vmap over the
+        # distribution (which strips a batch axis from every leaf) stays consistent.
+        arrays, cores = self._params()
+        shapes = [a.shape[: a.ndim - c] for a, c in zip(arrays, cores, strict=True)]
+        if self.obs_mask is not None:
+            shapes.append(self.obs_mask.shape[:-2])
+        return jnp.broadcast_shapes(*shapes)
+
+    def _observations(self, value, what="observations"):
+        value = jnp.asarray(value)
+        T, D = self.event_shape
+        if value.ndim < 2 or value.shape[-2:] != (T, D):
+            raise ValueError(
+                f"LinearGaussianSSM: {what} must have shape (..., T, D) = (..., {T}, {D}), got "
+                f"{value.shape}."
+            )
+        own = self._current_batch_shape()
+        try:
+            batch_shape = jnp.broadcast_shapes(value.shape[:-2], own)
+        except ValueError:
+            raise ValueError(
+                f"LinearGaussianSSM: {what} of shape {value.shape} do not broadcast with "
+                f"batch_shape {own} + event_shape {(T, D)}."
+            ) from None
+        mask = jnp.ones((T, D), bool) if self.obs_mask is None else self.obs_mask
+        mask = jnp.broadcast_to(mask, batch_shape + (T, D))
+        return jnp.broadcast_to(value, batch_shape + (T, D)), mask, batch_shape
+
+    def _run(self, fn, value, *extra_args, extra_cores=()):
+        y, mask, batch_shape = self._observations(value)
+        arrays, cores = self._params()
+        return _map_batch(
+            fn, [*arrays, y, mask, *extra_args], [*cores, 2, 2, *extra_cores], batch_shape
+        )
+
+    # -- distribution interface -----------------------------------------------------------------
+
+    def log_prob(self, value):
+        """Log marginal likelihood ``log p(y_{1:T})`` of the observed entries.
+
+        Args:
+            value: observations, shape ``sample_shape + batch_shape + (T, D)`` (leading axes
+                broadcast). NaN entries are missing.
+
+        Returns:
+            Shape ``sample_shape + batch_shape``.
+        """
+        parallel = self.parallel
+
+        def one(m0, P0, F, Q, b, H, R, d, y, mask):
+            return kalman_ops.kalman_filter(
+                m0,
+                P0,
+                F,
+                Q,
+                H,
+                R,
+                y,
+                transition_bias=b,
+                emission_bias=d,
+                obs_mask=mask,
+                parallel=parallel,
+            ).log_marginal
+
+        return self._run(one, value)
+
+    def sample(self, key, sample_shape=()):
+        """Reparameterized draws of the observations.
+
+        Args:
+            key: a JAX PRNG key.
+            sample_shape: leading shape of the draws.
+
+        Returns:
+            Shape ``sample_shape + batch_shape + (T, D)``.
+        """
+        return self.sample_with_states(key, sample_shape)[1]
+
+    def sample_with_states(self, key, sample_shape=()):
+        """Reparameterized joint draws of the states and the observations.
+
+        Args:
+            key: a JAX PRNG key.
+            sample_shape: leading shape of the draws.
+
+        Returns:
+            ``(states, observations)`` of shapes ``sample_shape + batch_shape + (T, S)`` and
+            ``sample_shape + batch_shape + (T, D)``.
+        """
+        sample_shape = tuple(sample_shape)
+        batch_shape = self._current_batch_shape()
+        arrays, cores = self._params()
+        n = 1
+        for s in batch_shape:
+            n *= s
+        keys = jax.random.split(key, n)
+        keys = keys.reshape(batch_shape + keys.shape[1:])
+        T, parallel = self.event_shape[0], self.parallel
+
+        def one(m0, P0, F, Q, b, H, R, d, k):
+            return smoother_ops.lgssm_sample(
+                k,
+                m0,
+                P0,
+                F,
+                Q,
+                H,
+                R,
+                num_steps=T,
+                transition_bias=b,
+                emission_bias=d,
+                sample_shape=sample_shape,
+                parallel=parallel,
+            )
+
+        key_core = keys.ndim - len(batch_shape)
+        out = _map_batch(one, [*arrays, keys], [*cores, key_core], batch_shape)
+        nb, ns = len(batch_shape), len(sample_shape)
+        order = lambda x: jnp.moveaxis(  # noqa: E731
+            x, tuple(range(nb, nb + ns)), tuple(range(ns))
+        )
+        return jax.tree.map(order, out)
+
+    def rsample(self, key, sample_shape=()):
+        """Same as :meth:`sample` (which is reparameterized).
+
+        Args:
+            key: a JAX PRNG key.
+            sample_shape: leading shape of the draws.
+
+        Returns:
+            Shape ``sample_shape + batch_shape + (T, D)``.
+        """
+        return self.sample(key, sample_shape)
+
+    def _prior_moments(self):
+        """Prior state moments: the filter with every entry missing is a pure prediction."""
+        T, D = self.event_shape
+        y = jnp.zeros((T, D), self.initial_mean.dtype)
+        arrays, cores = self._params()
+        batch_shape = self._current_batch_shape()
+        parallel = self.parallel
+
+        def one(m0, P0, F, Q, b, H, R, d, y):
+            post = kalman_ops.kalman_filter(
+                m0,
+                P0,
+                F,
+                Q,
+                H,
+                R,
+                y,
+                transition_bias=b,
+                emission_bias=d,
+                obs_mask=jnp.zeros((T, D), bool),
+                parallel=parallel,
+            )
+            mean = jnp.einsum("...ds,...s->...d", H, post.predicted_means) + d
+            HP = jnp.einsum("...ds,...sr->...dr", H, post.predicted_covariances)
+            var = jnp.einsum("...dr,...dr->...d", HP, H)
+            var = var + jnp.sum(R * R, axis=-1)
+            return jnp.broadcast_to(mean, (T, D)), jnp.broadcast_to(var, (T, D))
+
+        return _map_batch(one, [*arrays, y], [*cores, 2], batch_shape)
+
+    @property
+    def mean(self):
+        """Marginal means ``E[y_t]``, shape ``batch_shape + (T, D)``."""
+        return self._prior_moments()[0]
+
+    @property
+    def variance(self):
+        """Marginal variances ``Var[y_t]`` (per entry), shape ``batch_shape + (T, D)``."""
+        return self._prior_moments()[1]
+
+    # -- posterior helpers ----------------------------------------------------------------------
+
+    def filter(self, value) -> kalman_ops.GaussianPosterior:
+        """Filtered and predicted moments, see :func:`~numpyro_ssm.ops.kalman_filter`.
+
+        Args:
+            value: observations, shape ``batch_shape + (T, D)``; NaN entries are missing.
+
+        Returns:
+            A :class:`~numpyro_ssm.ops.GaussianPosterior` whose fields have ``batch_shape``
+            leading (smoothed fields ``None``).
+        """
+        return self._posterior(value, kalman_ops.kalman_filter)
+
+    def smooth(self, value) -> kalman_ops.GaussianPosterior:
+        """Smoothed moments, see :func:`~numpyro_ssm.ops.kalman_smoother`.
+
+        Args:
+            value: observations, shape ``batch_shape + (T, D)``; NaN entries are missing.
+
+        Returns:
+            A :class:`~numpyro_ssm.ops.GaussianPosterior` whose fields have ``batch_shape``
+            leading.
+        """
+        return self._posterior(value, smoother_ops.kalman_smoother)
+
+    def _posterior(self, value, op):
+        parallel = self.parallel
+
+        def one(m0, P0, F, Q, b, H, R, d, y, mask):
+            return op(
+                m0,
+                P0,
+                F,
+                Q,
+                H,
+                R,
+                y,
+                transition_bias=b,
+                emission_bias=d,
+                obs_mask=mask,
+                parallel=parallel,
+            )
+
+        return self._run(one, value)
+
+    def sample_posterior(self, key, value, sample_shape=()):
+        """Draw state paths from ``p(z_{1:T} | y_{1:T})`` (forward-filter backward-sample).
+
+        Args:
+            key: a JAX PRNG key.
+            value: observations, shape ``batch_shape + (T, D)``; NaN entries are missing.
+            sample_shape: leading shape of the draws.
+
+        Returns:
+            Shape ``sample_shape + batch_shape + (T, S)``.
+        """
+        sample_shape = tuple(sample_shape)
+        y, mask, batch_shape = self._observations(value)
+        n = 1
+        for s in batch_shape:
+            n *= s
+        keys = jax.random.split(key, n)
+        keys = keys.reshape(batch_shape + keys.shape[1:])
+        parallel = self.parallel
+
+        def one(m0, P0, F, Q, b, H, R, d, y, mask, k):
+            return smoother_ops.kalman_posterior_sample(
+                k,
+                m0,
+                P0,
+                F,
+                Q,
+                H,
+                R,
+                y,
+                transition_bias=b,
+                emission_bias=d,
+                obs_mask=mask,
+                sample_shape=sample_shape,
+                parallel=parallel,
+            )
+
+        arrays, cores = self._params()
+        out = _map_batch(
+            one,
+            [*arrays, y, mask, keys],
+            [*cores, 2, 2, keys.ndim - len(batch_shape)],
+            batch_shape,
+        )
+        nb, ns = len(batch_shape), len(sample_shape)
+        return jnp.moveaxis(out, tuple(range(nb, nb + ns)), tuple(range(ns)))
+
+    def forecast(self, value, num_steps, **future):
+        """Distribution of the next ``num_steps`` observations given ``value``.
+
+        The forecast starts from the last filtered state: its initial state is
+        ``z_{T+1} | y_{1:T}``. Homogeneous parameters are reused. If a parameter is time-varying,
+        pass its future values as a keyword argument (same name as in the constructor, with a
+        time axis of length ``num_steps`` for transition *and* emission parameters: the first
+        transition entry moves the last observed state into the first forecast step).
+
+        Args:
+            value: observations, shape ``batch_shape + (T, D)``; NaN entries are missing.
+            num_steps: number of future steps ``h``.
+            **future: future ``transition_matrix``, ``transition_cov`` |
+                ``transition_scale_tril``, ``transition_bias`` (time axis ``h``), and
+                ``emission_matrix``, ``emission_cov`` | ``emission_scale_tril``,
+                ``emission_bias`` (time axis ``h``), or homogeneous.
+
+        Returns:
+            A :class:`LinearGaussianSSM` with ``event_shape (h, D)``.
+
+        Raises:
+            ValueError: when a parameter is time-varying and no future value is given.
+        """
+        allowed = {
+            "transition_matrix",
+            "transition_cov",
+            "transition_scale_tril",
+            "transition_bias",
+            "emission_matrix",
+            "emission_cov",
+            "emission_scale_tril",
+            "emission_bias",
+        }
+        unknown = set(future) - allowed
+        if unknown:
+            raise ValueError(f"forecast: unknown future parameters {sorted(unknown)}.")
+        h = int(num_steps)
+        params = {}  # name -> array with an explicit time axis (length h or 1)
+        for name in _CORE:
+            prefix = name.split("_")[0]
+            if prefix == "initial":
+                continue
+            ndim = _CORE[name][0]
+            cov_name = f"{prefix}_cov"
+            if name.endswith("scale_tril") and cov_name in future:
+                name, arr = cov_name, jnp.asarray(future[cov_name])
+            elif name in future:
+                arr = jnp.asarray(future[name])
+            else:
+                arr = getattr(self, name)
+                if arr.ndim > ndim and arr.shape[-ndim - 1] != 1:
+                    raise ValueError(
+                        f"forecast: {name} is time-varying (shape {arr.shape}); pass its future "
+                        f"values, forecast(y, {h}, {name}=...) with a time axis of length {h}."
+                    )
+            if arr.ndim == ndim:
+                arr = jnp.expand_dims(arr, -ndim - 1)
+            if arr.shape[-ndim - 1] not in (1, h):
+                raise ValueError(
+                    f"forecast: future {name} has shape {arr.shape}; its time axis must have "
+                    f"length 1 or num_steps={h}."
+                )
+            params[name] = arr
+        post = self.filter(value)
+        m, P = post.filtered_means[..., -1, :], post.filtered_covariances[..., -1, :, :]
+
+        def first(x, ndim):  # the transition out of the last observed step
+            return x[(..., 0) + (slice(None),) * ndim]
+
+        def rest(x, ndim):  # the transitions between forecast steps
+            return x[(..., slice(1, None)) + (slice(None),) * ndim] if x.shape[-ndim - 1] > 1 else x
+
+        F, b = params.pop("transition_matrix"), params.pop("transition_bias")
+        if "transition_cov" in params:
+            Q = params["transition_cov"]
+        else:
+            Q = params["transition_scale_tril"] @ jnp.swapaxes(
+                params["transition_scale_tril"], -1, -2
+            )
+        F0, Q0, b0 = first(F, 2), first(Q, 2), first(b, 1)
+        m_next = jnp.einsum("...ij,...j->...i", F0, m) + b0
+        P_next = F0 @ P @ jnp.swapaxes(F0, -1, -2) + Q0
+        P_next = 0.5 * (P_next + jnp.swapaxes(P_next, -1, -2))
+        for name in ("transition_cov", "transition_scale_tril"):
+            if name in params:
+                params[name] = rest(params[name], 2)
+        return LinearGaussianSSM(
+            m_next,
+            rest(F, 2),
+            params.pop("emission_matrix"),
+            initial_cov=P_next,
+            transition_bias=rest(b, 1),
+            num_steps=h,
+            parallel=self.parallel,
+            **params,
+        )
