@@ -20,7 +20,7 @@ from numpyro.infer import HMC, MCMC, NUTS, SVI, Predictive, Trace_ELBO, init_to_
 from numpyro.infer.autoguide import AutoMultivariateNormal, AutoNormal
 from numpyro.infer.util import log_density
 
-from numpyro_ssm import DiscreteHMM
+from numpyro_ssm import DiscreteHMM, LinearGaussianSSM
 
 
 @dataclass
@@ -105,12 +105,69 @@ def _hmm_case(name, seed, K, T, *, time_varying=False, batch=(), emission="poiss
     return Case(name, make, params, cons, shape_kwargs)
 
 
+def _lgssm_case(name, seed, S, D, T, *, time_varying=False, batch=(), masked=False):
+    rng = _rng(seed)
+    lead = batch + ((1,) if batch else ())
+    t_lead = batch + (T - 1,) if time_varying else lead
+    tril = np.tril(rng.normal(size=(S, S))) * 0.2 + np.eye(S)
+    params = {
+        "initial_mean": rng.normal(size=batch + (S,)),
+        "transition_matrix": 0.8 * np.broadcast_to(np.eye(S), t_lead + (S, S))
+        + 0.1 * rng.normal(size=t_lead + (S, S)),
+        "transition_scale_tril": 0.5 * tril,
+        "emission_matrix": rng.normal(size=(D, S)),
+        "emission_cov": np.eye(D) * 0.7 + 0.1,
+        "transition_bias": rng.normal(size=t_lead + (S,)) * 0.1,
+    }
+    cons = {
+        "initial_mean": constraints.real_vector,
+        "transition_matrix": constraints.real_matrix,
+        "transition_scale_tril": constraints.lower_cholesky,
+        "emission_matrix": constraints.real_matrix,
+        "emission_cov": constraints.positive_definite,
+        "transition_bias": constraints.real_vector,
+    }
+    obs_mask = (rng.uniform(size=batch + (T, D)) > 0.3) if masked else None
+
+    def make(p, parallel):
+        return LinearGaussianSSM(
+            p["initial_mean"],
+            p["transition_matrix"],
+            p["emission_matrix"],
+            initial_cov=jnp.eye(S),
+            transition_scale_tril=p["transition_scale_tril"],
+            emission_cov=p["emission_cov"],
+            transition_bias=p["transition_bias"],
+            num_steps=T,
+            obs_mask=obs_mask,
+            parallel=parallel,
+        )
+
+    def shape_kwargs(p):
+        return dict(
+            initial_mean=jnp.shape(p["initial_mean"]),
+            transition_matrix=jnp.shape(p["transition_matrix"]),
+            emission_matrix=jnp.shape(p["emission_matrix"]),
+            initial_cov=(S, S),
+            transition_scale_tril=jnp.shape(p["transition_scale_tril"]),
+            emission_cov=jnp.shape(p["emission_cov"]),
+            transition_bias=jnp.shape(p["transition_bias"]),
+            num_steps=T,
+            obs_mask=None if obs_mask is None else obs_mask.shape,
+        )
+
+    return Case(name, make, params, cons, shape_kwargs)
+
+
 CASES = [
     _hmm_case("hmm-poisson", 0, K=2, T=8),
     _hmm_case("hmm-normal-time-varying", 1, K=3, T=6, time_varying=True, emission="normal"),
     _hmm_case("hmm-batched", 2, K=3, T=5, batch=(2,), emission="normal"),
     _hmm_case("hmm-mvn", 3, K=2, T=5, emission="mvn"),
     _hmm_case("hmm-bernoulli-masked", 4, K=2, T=7, emission="bernoulli", masked=True),
+    _lgssm_case("lgssm", 10, S=2, D=2, T=6),
+    _lgssm_case("lgssm-time-varying-masked", 11, S=2, D=3, T=5, time_varying=True, masked=True),
+    _lgssm_case("lgssm-batched", 12, S=2, D=1, T=4, batch=(2,)),
 ]
 
 pytestmark = pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
