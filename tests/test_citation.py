@@ -1,8 +1,6 @@
 from pathlib import Path
 
-import pytest
-
-yaml = pytest.importorskip("yaml")
+import yaml
 
 CITATION = Path(__file__).resolve().parents[1] / "CITATION.cff"
 

@@ -8,15 +8,12 @@ import numpyro.distributions as dist
 import pytest
 from numpyro import handlers
 
-import numpyro_ssm
-from numpyro_ssm import DiscreteHMM
+from numpyro_ssm import DiscreteHMM, LinearGaussianSSM
 from numpyro_ssm.infer import pointwise_log_likelihood, posterior_latents, to_inference_data
 
 # az.loo/az.waic warn about Pareto k on these tiny posteriors; the tests check they run.
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:arviz")
 
-LinearGaussianSSM = getattr(numpyro_ssm, "LinearGaussianSSM", None)
-needs_lgssm = pytest.mark.skipif(LinearGaussianSSM is None, reason="LinearGaussianSSM missing")
 
 K, T = 2, 8
 A = np.array([[0.85, 0.15], [0.25, 0.75]])
@@ -165,7 +162,8 @@ def test_pointwise_log_likelihood_plate():
 
 
 def test_inference_data_groups_dims_coords_and_loo():
-    az = pytest.importorskip("arviz")
+    import arviz as az
+
     y = np.stack([Y, Y[::-1]])
     samples = rate_draws((2, 5))
     years = np.arange(1950, 1950 + T)
@@ -196,7 +194,8 @@ def test_inference_data_groups_dims_coords_and_loo():
 
 
 def test_inference_data_drops_masked_steps():
-    az = pytest.importorskip("arviz")
+    import arviz as az
+
     samples = rate_draws((1, 6))
     years = np.arange(1950, 1950 + T)
     mask = np.ones(T, bool)
@@ -222,7 +221,8 @@ def test_inference_data_drops_masked_steps():
 
 @pytest.mark.slow
 def test_inference_data_from_mcmc():
-    az = pytest.importorskip("arviz")
+    import arviz as az
+
     mcmc = numpyro.infer.MCMC(
         numpyro.infer.NUTS(hmm_model),
         num_warmup=40,
@@ -258,7 +258,6 @@ def lgssm_model(y):
     numpyro.sample("y", ssm, obs=y)
 
 
-@needs_lgssm
 def test_lgssm_latents_and_log_likelihood():
     rng = np.random.default_rng(3)
     y = np.cumsum(rng.normal(size=(T, 1)), axis=0) + rng.normal(size=(T, 1))
@@ -284,9 +283,7 @@ def test_lgssm_latents_and_log_likelihood():
         close(np.nansum(ll[i]), ssm(i).log_prob(y))
 
 
-@needs_lgssm
 def test_lgssm_inference_data():
-    pytest.importorskip("arviz")
     rng = np.random.default_rng(4)
     y = rng.normal(size=(T, 1))
     samples = {"q": rng.uniform(0.5, 1, (2, 3)), "r": rng.uniform(0.5, 1, (2, 3))}

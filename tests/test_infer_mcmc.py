@@ -75,8 +75,6 @@ def marginal_nuts():
 
 @pytest.mark.slow
 def test_run_blackjax_agrees_with_numpyro_nuts(marginal_nuts):
-    pytest.importorskip("blackjax")
-    pytest.importorskip("arviz")
     from numpyro_ssm.infer import run_blackjax
 
     result = run_blackjax(
@@ -93,7 +91,6 @@ def test_run_blackjax_agrees_with_numpyro_nuts(marginal_nuts):
 
 @pytest.mark.slow
 def test_run_blackjax_hmc_runs():
-    pytest.importorskip("blackjax")
     from numpyro_ssm.infer import run_blackjax
 
     result = run_blackjax(
