@@ -421,7 +421,24 @@ class LinearGaussianSSM(Distribution):
         Returns:
             Shape ``sample_shape + batch_shape``.
         """
-        return self._posterior(value, kalman_ops.kalman_filter).log_marginal
+        parallel = self.parallel
+
+        def one(m0, P0, F, Q, b, H, R, d, y, mask):
+            return kalman_ops.kalman_filter(
+                m0,
+                P0,
+                F,
+                Q,
+                H,
+                R,
+                y,
+                transition_bias=b,
+                emission_bias=d,
+                obs_mask=mask,
+                parallel=parallel,
+            ).log_marginal
+
+        return self._run(one, value)
 
     def sample(self, key, sample_shape=()):
         """Reparameterized draws of the observations.
