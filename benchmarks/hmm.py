@@ -14,6 +14,8 @@ What is timed, for each (dtype, K, T) cell, on one shared problem:
     num_steps=T).log_prob(y)`` (TFP's JAX substrate);
   - ``dynamax``: ``dynamax.hidden_markov_model.inference.hmm_filter(softmax(initial_logits),
     softmax(transition_logits), log_likelihoods).marginal_loglik``;
+  - ``dynamax_parallel`` (not in the default set): the same with
+    ``dynamax.hidden_markov_model.parallel_inference.hmm_filter``;
   - ``hmmlearn``: ``GaussianHMM(covariance_type="diag", implementation="log")`` with the same
     fixed parameters, ``.score(y[:, None])`` (NumPy + its C forward pass; float64 only, value
     only, no compilation).
@@ -22,8 +24,9 @@ What is timed, for each (dtype, K, T) cell, on one shared problem:
   ``jax.value_and_grad`` with respect to all four parameter arrays (the unconstrained
   parameters a NUTS or SVI step differentiates).
 - Steady-state time is the median over repeated calls, each ended by ``block_until_ready``;
-  it is reported in microseconds per time step (total / T). "compile" is the first call's time
-  minus the steady-state time, in seconds.
+  it is reported in microseconds per time step (total / T). "compile" is the time to trace,
+  lower and XLA-compile ``jax.jit(f)`` ahead of time, in seconds, from cold in-memory caches
+  (see ``benchmarks/_timing.py``).
 - The ratio columns are numpyro_ssm's serial (and parallel) steady-state time divided by the
   row's: above 1 means numpyro_ssm is slower than that row.
 
@@ -33,38 +36,59 @@ raises; nothing crashes the run. Typical use::
     python benchmarks/hmm.py                      # the full grid (slow on 2 cores)
     python benchmarks/hmm.py --quick              # K=3, T=1000, both dtypes, few repeats
     python benchmarks/hmm.py --K 3 --T 10000 --dtype float64 --methods serial tfp dynamax
+    python benchmarks/hmm.py --quick --json out/hmm.json   # also write results as JSON
 """
 
 import argparse
-import os
-import platform
-import statistics
 import sys
 import time
 import traceback
 import warnings
+from pathlib import Path
 
 import jax
 
-jax.config.update("jax_enable_x64", True)  # float64 cells; float32 cells pass float32 arrays
+jax.config.update("jax_enable_x64", True)  # float32 cells switch it off: _timing.precision
 
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-import numpyro  # noqa: E402
 import numpyro.distributions as dist  # noqa: E402
 from jax.scipy.stats import norm  # noqa: E402
 
-import numpyro_ssm  # noqa: E402
 from numpyro_ssm import DiscreteHMM  # noqa: E402
 
-METHODS = ("serial", "parallel", "tfp", "dynamax", "hmmlearn")
+if __package__ in (None, ""):  # run as a script: make the `benchmarks` package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks._timing import (  # noqa: E402
+    compile_and_time,
+    fmt,
+    fmt_steps,
+    machine_lines,
+    machine_meta,
+    precision,
+    print_table,
+    ratio_record,
+    time_calls,
+    warm_up_compiler,
+    write_json,
+)
+
+METHODS = ("serial", "parallel", "tfp", "dynamax", "dynamax_parallel", "hmmlearn")
+DEFAULT_METHODS = ("serial", "parallel", "tfp", "dynamax", "hmmlearn")
 LABELS = {
     "serial": "numpyro_ssm serial",
     "parallel": "numpyro_ssm parallel",
     "tfp": "TFP HiddenMarkovModel",
     "dynamax": "dynamax hmm_filter",
+    "dynamax_parallel": "dynamax parallel hmm_filter",
     "hmmlearn": "hmmlearn score",
 }
+EXTRA_VERSIONS = (
+    ("tfp", "tensorflow_probability"),
+    ("dynamax", "dynamax"),
+    ("hmmlearn", "hmmlearn"),
+    ("numpy", "numpy"),
+)
 # Rough peak memory of one call in units of T * K^2 * itemsize, (value, value+grad): peak RSS
 # measured at K=50, T=10^4, float64 (serial 2.4, parallel 15, TFP 1.0, dynamax 0.3 for
 # value+grad), with margin. Used only to skip calls that would not fit in --max-gb.
@@ -73,6 +97,7 @@ MEMORY_FACTORS = {
     "parallel": (8.0, 20.0),
     "tfp": (0.1, 1.5),
     "dynamax": (0.1, 0.5),
+    "dynamax_parallel": (8.0, 20.0),
     "hmmlearn": (0.1, 0.0),
 }
 
@@ -139,23 +164,32 @@ def tfp_log_marginal(params, y):
     return hmm.log_prob(y)
 
 
-def dynamax_log_marginal(params, y):
-    from dynamax.hidden_markov_model.inference import hmm_filter
+def dynamax_log_marginal(parallel):
+    """dynamax's serial or parallel ``hmm_filter(...).marginal_loglik``."""
 
-    initial_logits, transition_logits, means, log_sds = params
-    post = hmm_filter(
-        jax.nn.softmax(initial_logits),
-        jax.nn.softmax(transition_logits, axis=-1),
-        log_likelihoods(means, log_sds, y),
-    )
-    return post.marginal_loglik
+    def log_marginal(params, y):
+        if parallel:
+            from dynamax.hidden_markov_model.parallel_inference import hmm_filter
+        else:
+            from dynamax.hidden_markov_model.inference import hmm_filter
+
+        initial_logits, transition_logits, means, log_sds = params
+        post = hmm_filter(
+            jax.nn.softmax(initial_logits),
+            jax.nn.softmax(transition_logits, axis=-1),
+            log_likelihoods(means, log_sds, y),
+        )
+        return post.marginal_loglik
+
+    return log_marginal
 
 
 JAX_METHODS = {
     "serial": ours(parallel=False),
     "parallel": ours(parallel=True),
     "tfp": tfp_log_marginal,
-    "dynamax": dynamax_log_marginal,
+    "dynamax": dynamax_log_marginal(parallel=False),
+    "dynamax_parallel": dynamax_log_marginal(parallel=True),
 }
 
 
@@ -182,19 +216,6 @@ def hmmlearn_score(params, y):
 # Timing.
 
 
-def time_calls(fn, min_repeats, max_repeats, min_total):
-    """First-call time and the median of later calls, in seconds; also the first output."""
-    start = time.perf_counter()
-    first_out = jax.block_until_ready(fn())
-    first = time.perf_counter() - start
-    times = []
-    while len(times) < max_repeats and (len(times) < min_repeats or sum(times) < min_total):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-    return first, statistics.median(times), first_out
-
-
 def bench_cell(method, num_states, num_steps, dtype, args):
     """Time one method on one cell; return a result dict (times in seconds) or a skip note."""
     itemsize = jnp.dtype(dtype).itemsize
@@ -219,17 +240,15 @@ def bench_cell(method, num_states, num_steps, dtype, args):
         return result
 
     fn = JAX_METHODS[method]
-    value_fn = jax.jit(fn)
-    first, steady, out = time_calls(lambda: value_fn(params, y), **repeat)
-    result.update(value=steady, value_compile=first - steady, log_marginal=float(out))
+    compile_s, steady, out = compile_and_time(fn, (params, y), **repeat)
+    result.update(value=steady, value_compile=compile_s, log_marginal=float(out))
     if not np.isfinite(float(out)):
         result["note"] = f"non-finite value {float(out)}"
     if grad_gb > args.max_gb:
         result["grad_note"] = f"value+grad skipped: needs ~{grad_gb:.0f} GB > --max-gb"
         return result
-    grad_fn = jax.jit(jax.value_and_grad(fn))
-    first, steady, (_, grads) = time_calls(lambda: grad_fn(params, y), **repeat)
-    result.update(grad=steady, grad_compile=first - steady)
+    compile_s, steady, (_, grads) = compile_and_time(jax.value_and_grad(fn), (params, y), **repeat)
+    result.update(grad=steady, grad_compile=compile_s)
     if not all(bool(jnp.all(jnp.isfinite(g))) for g in grads):
         result["note"] = "non-finite gradient"
     return result
@@ -237,44 +256,6 @@ def bench_cell(method, num_states, num_steps, dtype, args):
 
 # ------------------------------------------------------------------------------------------------
 # Output.
-
-
-def machine_info():
-    """CPU model, core count and library versions, as printable lines."""
-    cpu = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    versions = {"python": platform.python_version(), "jax": jax.__version__}
-    versions["numpyro"] = numpyro.__version__
-    versions["numpyro_ssm"] = numpyro_ssm.__version__
-    for name, module in (
-        ("tfp", "tensorflow_probability"),
-        ("dynamax", "dynamax"),
-        ("hmmlearn", "hmmlearn"),
-        ("numpy", "numpy"),
-    ):
-        try:
-            versions[name] = __import__(module).__version__
-        except Exception as err:  # noqa: BLE001 - report, do not crash
-            versions[name] = f"unavailable ({type(err).__name__})"
-    return [
-        f"CPU: {cpu}, {cores} cores available to this process; JAX devices: {jax.devices()}",
-        "versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()),
-        f"command: {' '.join([os.path.basename(sys.executable)] + sys.argv)}",
-    ]
-
-
-def fmt(x, digits=3):
-    if x is None:
-        return "—"
-    if x == 0:
-        return "0"
-    return f"{x:.{digits}g}" if abs(x) < 1000 else f"{x:.0f}"
 
 
 COLUMNS = (
@@ -306,7 +287,7 @@ def row_cells(dtype, num_states, num_steps, method, res, ours_res):
     return [
         dtype,
         str(num_states),
-        f"{num_steps:.0e}".replace("e+0", "e"),
+        fmt_steps(num_steps),
         LABELS[method],
         fmt(value * per_step) if value is not None else "—",
         fmt(grad * per_step) if grad is not None else "—",
@@ -315,19 +296,6 @@ def row_cells(dtype, num_states, num_steps, method, res, ours_res):
         ratio(ours_res.get("serial")),
         ratio(ours_res.get("parallel")),
     ]
-
-
-def print_table(rows, markdown):
-    if markdown:
-        print("| " + " | ".join(COLUMNS) + " |")
-        print("|" + "|".join("---" for _ in COLUMNS) + "|")
-        for cells in rows:
-            print("| " + " | ".join(cells) + " |")
-        return
-    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(COLUMNS)]
-    print("  ".join(c.ljust(w) for c, w in zip(COLUMNS, widths, strict=True)))
-    for cells in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -342,7 +310,13 @@ def parse_args(argv=None):
     parser.add_argument(
         "--dtype", nargs="+", default=["float64", "float32"], choices=["float64", "float32"]
     )
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=list(DEFAULT_METHODS),
+        choices=METHODS,
+        help="default: all but dynamax_parallel (its compile takes tens of seconds)",
+    )
     parser.add_argument("--repeats", type=int, default=5, help="minimum steady-state calls")
     parser.add_argument(
         "--min-time",
@@ -356,6 +330,7 @@ def parse_args(argv=None):
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    parser.add_argument("--json", help="also write the results and ratios to this JSON file")
     parser.add_argument(
         "--quick", action="store_true", help="K=3, T=1000, both dtypes, 3 repeats (a smoke run)"
     )
@@ -366,68 +341,109 @@ def parse_args(argv=None):
     return args
 
 
+def run_cell(dtype, num_states, num_steps, args, notes):
+    """Run every method on one cell; return ``{method: result}`` and append notes."""
+    results = {}
+    for method in args.methods:
+        tag = f"{dtype} K={num_states} T={num_steps} {LABELS[method]}"
+        start = time.perf_counter()
+        try:
+            with precision(dtype):
+                res = bench_cell(method, num_states, num_steps, dtype, args)
+        except Exception as err:  # noqa: BLE001 - a failing peer must not stop us
+            res = {"note": f"failed: {type(err).__name__}: {str(err)[:200]}"}
+            traceback.print_exc(limit=2, file=sys.stderr)
+        if "omit" in res:
+            if res["omit"] not in notes:
+                notes.append(res["omit"])
+            continue
+        results[method] = res
+        for key in ("note", "grad_note"):
+            if key in res:
+                notes.append(f"{tag}: {res[key]}")
+        print(
+            f"# {tag}: {time.perf_counter() - start:.1f} s"
+            + (f" ({res['note']})" if "note" in res else ""),
+            file=sys.stderr,
+            flush=True,
+        )
+    reference = results.get("serial", {}).get("log_marginal")
+    for method, res in results.items():
+        value = res.get("log_marginal")
+        if reference is not None and value is not None:
+            tol = 1e-8 if dtype == "float64" else 1e-4
+            if abs(value - reference) > tol * max(1.0, abs(reference)):
+                notes.append(
+                    f"{dtype} K={num_states} T={num_steps} {LABELS[method]}: log "
+                    f"marginal {value!r} differs from serial {reference!r}"
+                )
+    return results
+
+
+def cell_ratios(dtype, num_states, num_steps, results):
+    """Ratio records (ours over peer, µs/step) of one cell for ``run_all.py``."""
+    records = []
+    case = f"{dtype} K={num_states} T={fmt_steps(num_steps)}"
+    per_step = 1e6 / num_steps
+    for ours in ("serial", "parallel"):
+        mine = results.get(ours, {})
+        for peer in ("tfp", "dynamax", "dynamax_parallel", "hmmlearn"):
+            theirs = results.get(peer, {})
+            for metric, key in (("value", "value"), ("value+grad", "grad")):
+                if mine.get(key) is None or theirs.get(key) is None:
+                    continue
+                records.append(
+                    ratio_record(
+                        "hmm",
+                        case,
+                        metric,
+                        LABELS[ours],
+                        mine[key] * per_step,
+                        LABELS[peer],
+                        theirs[key] * per_step,
+                        "µs/step",
+                    )
+                )
+    return records
+
+
 def main(argv=None):
     args = parse_args(argv)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
-    for line in machine_info():
+    meta = machine_meta(EXTRA_VERSIONS)
+    for line in machine_lines(meta):
         print(line)
     print(flush=True)
+    warm_up_compiler()
 
-    rows, notes = [], []
+    rows, notes, records, ratios = [], [], [], []
     for dtype in args.dtype:
         for num_states in args.K:
             for num_steps in args.T:
-                results = {}
-                for method in args.methods:
-                    tag = f"{dtype} K={num_states} T={num_steps} {LABELS[method]}"
-                    start = time.perf_counter()
-                    try:
-                        res = bench_cell(method, num_states, num_steps, dtype, args)
-                    except Exception as err:  # noqa: BLE001 - a failing peer must not stop us
-                        res = {"note": f"failed: {type(err).__name__}: {str(err)[:200]}"}
-                        traceback.print_exc(limit=2, file=sys.stderr)
-                    if "omit" in res:
-                        if res["omit"] not in notes:
-                            notes.append(res["omit"])
-                        continue
-                    results[method] = res
-                    for key in ("note", "grad_note"):
-                        if key in res:
-                            notes.append(f"{tag}: {res[key]}")
-                    print(
-                        f"# {tag}: {time.perf_counter() - start:.1f} s"
-                        + (f" ({res['note']})" if "note" in res else ""),
-                        file=sys.stderr,
-                        flush=True,
-                    )
-                reference = results.get("serial", {}).get("log_marginal")
+                results = run_cell(dtype, num_states, num_steps, args, notes)
                 for method, res in results.items():
-                    value = res.get("log_marginal")
-                    if reference is not None and value is not None:
-                        tol = 1e-8 if dtype == "float64" else 1e-4
-                        if abs(value - reference) > tol * max(1.0, abs(reference)):
-                            notes.append(
-                                f"{dtype} K={num_states} T={num_steps} {LABELS[method]}: log "
-                                f"marginal {value!r} differs from serial {reference!r}"
-                            )
+                    records.append(
+                        {"dtype": dtype, "K": num_states, "T": num_steps, "method": method}
+                        | {k: v for k, v in res.items() if k != "omit"}
+                    )
                     if "value" in res:
                         ours_res = {m: results[m] for m in ("serial", "parallel") if m in results}
                         rows.append(row_cells(dtype, num_states, num_steps, method, res, ours_res))
                     else:
                         rows.append(
-                            [dtype, str(num_states), f"{num_steps:.0e}".replace("e+0", "e")]
-                            + [LABELS[method]]
+                            [dtype, str(num_states), fmt_steps(num_steps), LABELS[method]]
                             + ["—"] * (len(COLUMNS) - 4)
                         )
+                ratios += cell_ratios(dtype, num_states, num_steps, results)
                 if results:
-                    print_table(rows[-len(results) :], markdown=False)
+                    print_table(COLUMNS, rows[-len(results) :])
                     print(flush=True)
 
     print("\nAll cells:")
     for dtype in args.dtype:
         print(f"\n{dtype}:\n")
-        print_table([r for r in rows if r[0] == dtype], markdown=args.markdown)
+        print_table(COLUMNS, [r for r in rows if r[0] == dtype], markdown=args.markdown)
     print(
         "\nAll log marginals agree with numpyro_ssm serial to a relative 1e-8 (float64) or 1e-4 "
         "(float32), unless a note below says otherwise."
@@ -436,6 +452,7 @@ def main(argv=None):
         print("\nNotes:")
         for note in notes:
             print(f"- {note}")
+    write_json(args.json, meta, records, ratios)
 
 
 if __name__ == "__main__":
