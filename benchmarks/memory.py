@@ -199,8 +199,10 @@ def row_cells(res, results):
         estimate = extrapolate(results, res["method"], res["T"])
         if estimate is not None:
             note += f"; ~{estimate:.1f} GB by linear extrapolation in T"
-    peak = res.get("peak_gb")
-    peak_text = fmt(peak, 3) if peak is not None else f"> {res.get('peak_gb_at_least', 0):.1f}"
+    peak, at_least = res.get("peak_gb"), res.get("peak_gb_at_least")
+    peak_text = fmt(peak, 3) if peak is not None else "—"
+    if peak is None and at_least is not None:
+        peak_text = f"> {at_least:.1f}"
     return [
         str(res["K"]),
         fmt_steps(res["T"]),
@@ -280,8 +282,9 @@ def main(argv=None):
                 )
                 results.append(res)
                 peak = res.get("peak_gb", res.get("peak_gb_at_least"))
+                peak_text = "?" if peak is None else f"{peak:.2f}"
                 print(
-                    f"# K={num_states} T={num_steps} {method}: {peak:.2f} GB, "
+                    f"# K={num_states} T={num_steps} {method}: {peak_text} GB, "
                     f"{res['wall_s']:.1f} s {res.get('note', '')}",
                     file=sys.stderr,
                     flush=True,
