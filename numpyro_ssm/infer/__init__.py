@@ -1,4 +1,4 @@
-"""Bayesian-workflow glue: latent-path posteriors, per-step log-likelihoods, ArviZ, BlackJAX.
+"""Bayesian-workflow glue: latent paths, per-step log-likelihoods, ArviZ, BlackJAX, LFO-CV.
 
 ArviZ/xarray (the ``arviz`` extra) and BlackJAX (the ``blackjax`` extra) are imported only
 inside the functions that need them, so ``import numpyro_ssm`` never requires them.
@@ -8,13 +8,18 @@ from numpyro_ssm.infer.arviz import to_inference_data
 from numpyro_ssm.infer.blackjax import BlackJAXResult, run_blackjax
 from numpyro_ssm.infer.gibbs import ffbs_gibbs_fn
 from numpyro_ssm.infer.latents import posterior_latents
+from numpyro_ssm.infer.lfo import LFOResult, exact_lfo, past_model, psis_lfo
 from numpyro_ssm.infer.loglik import pointwise_log_likelihood
 
 __all__ = [
     "BlackJAXResult",
+    "LFOResult",
+    "exact_lfo",
     "ffbs_gibbs_fn",
+    "past_model",
     "pointwise_log_likelihood",
     "posterior_latents",
+    "psis_lfo",
     "run_blackjax",
     "to_inference_data",
 ]

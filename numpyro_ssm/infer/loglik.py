@@ -14,7 +14,9 @@ sum over ``t`` of the posterior predictive density of :math:`y_t` given its past
 posterior fitted to all data (including the future of :math:`y_t`). It is a sound basis for
 comparing models on one-step-ahead predictive performance (as in Bürkner, Gabry & Vehtari 2020,
 "Approximate leave-future-out cross-validation for Bayesian time series models"), but it is not
-leave-one-out. For exact LFO, refit the model on :math:`y_{1:t}` for the time points of interest.
+leave-one-out. For LFO proper, with the parameters fitted to the past only, use
+:func:`~numpyro_ssm.infer.exact_lfo` (a refit per time point) or its approximation
+:func:`~numpyro_ssm.infer.psis_lfo` (see :mod:`numpyro_ssm.infer.lfo`).
 """
 
 import jax.numpy as jnp
