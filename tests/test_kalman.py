@@ -14,6 +14,7 @@ from kalman_oracles import (
 
 from numpyro_ssm.ops import (
     kalman_filter,
+    kalman_log_marginal,
     kalman_posterior_sample,
     kalman_smoother,
     lgssm_sample,
@@ -415,19 +416,15 @@ def test_diffuse_like_initial_covariance(parallel):
     assert np.isfinite(g).all()
 
 
-# Known gaps (issue 3), on this 2-core CPU with jax 0.10.2: value_and_grad of the serial float32
-# filter at T >= 20 000 (state dim 8) never returns: XLA's workers idle while the host waits on
-# the result buffers, with or without the thunk runtime and async dispatch; T = 10 000 runs in
-# about 2 s. The parallel filter at T = 10 000 does not return within 100 s either (T = 1000
-# with gradients: about 30 s, mostly compilation). Until that is understood, the lengths below
-# are the largest that run here; the issue asks for T = 100 000 with gradients.
+# The parallel filter stops at T = 1000 here: its associative scan takes minutes to compile for
+# state dim 8 on this 2-core CPU (and the compile grows with log T); the GPU script runs it long.
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "parallel, value_steps, grad_steps",
-    [(False, 100_000, 10_000), (True, 1_000, 1_000)],
+    "parallel, num_steps",
+    [(False, 100_000), (True, 1_000)],
     ids=["serial", "parallel"],
 )
-def test_float32_long_sequence_is_finite(parallel, value_steps, grad_steps):
+def test_float32_long_sequence_is_finite(parallel, num_steps):
     """State dim 8, float32: finite log-likelihood and gradients on long sequences."""
     S, D = 8, 4
     rng = np.random.default_rng(13)
@@ -438,7 +435,7 @@ def test_float32_long_sequence_is_finite(parallel, value_steps, grad_steps):
     _, y = lgssm_sample(
         jax.random.PRNGKey(0),
         *[params[k] for k in POSITIONAL],
-        num_steps=value_steps,
+        num_steps=num_steps,
         transition_bias=params["transition_bias"],
         emission_bias=params["emission_bias"],
     )
@@ -446,20 +443,20 @@ def test_float32_long_sequence_is_finite(parallel, value_steps, grad_steps):
 
     def log_marginal(F, chol_R, y):
         p = dict(params, transition_matrix=F, emission_scale_tril=chol_R)
-        return call(kalman_filter, p, y, parallel=parallel).log_marginal
+        return call(kalman_log_marginal, p, y, parallel=parallel)
 
     F, chol_R = params["transition_matrix"], params["emission_scale_tril"]
-    val = jax.jit(log_marginal)(F, chol_R, y)
+    val, grads = jax.jit(jax.value_and_grad(log_marginal, argnums=(0, 1, 2)))(F, chol_R, y)
     assert val.dtype == jnp.float32 and np.isfinite(val)
-    # and it is accurate: compare with float64 on the same data
+    assert all(g.dtype == jnp.float32 and np.isfinite(g).all() for g in grads)
+    # and accurate: float64 on the same data
     p64 = {k: jnp.asarray(v, jnp.float64) for k, v in params.items()}
-    ref = call(kalman_filter, p64, jnp.asarray(y, jnp.float64)).log_marginal
+    y64 = jnp.asarray(y, jnp.float64)
+    ref, ref_grads = jax.value_and_grad(
+        lambda F: call(kalman_log_marginal, dict(p64, transition_matrix=F), y64), argnums=0
+    )(p64["transition_matrix"])
     close(val, ref, rtol=1e-3)
-
-    short = y[:grad_steps]
-    val, (gF, gR) = jax.jit(jax.value_and_grad(log_marginal, argnums=(0, 1)))(F, chol_R, short)
-    assert val.dtype == jnp.float32
-    assert np.isfinite(val) and np.isfinite(gF).all() and np.isfinite(gR).all()
+    close(grads[0], ref_grads, rtol=1e-2, atol=1e-2 * np.abs(ref_grads).max())
 
 
 def test_bad_shapes_raise():

@@ -424,7 +424,7 @@ class LinearGaussianSSM(Distribution):
         parallel = self.parallel
 
         def one(m0, P0, F, Q, b, H, R, d, y, mask):
-            return kalman_ops.kalman_filter(
+            return kalman_ops.kalman_log_marginal(
                 m0,
                 P0,
                 F,
@@ -436,7 +436,7 @@ class LinearGaussianSSM(Distribution):
                 emission_bias=d,
                 obs_mask=mask,
                 parallel=parallel,
-            ).log_marginal
+            )
 
         return self._run(one, value)
 

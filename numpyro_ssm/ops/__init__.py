@@ -7,7 +7,7 @@ from numpyro_ssm.ops.hmm import (
     hmm_posterior_sample,
     hmm_smoother,
 )
-from numpyro_ssm.ops.kalman import GaussianPosterior, kalman_filter
+from numpyro_ssm.ops.kalman import GaussianPosterior, kalman_filter, kalman_log_marginal
 from numpyro_ssm.ops.kalman_smoothing import kalman_posterior_sample, kalman_smoother, lgssm_sample
 from numpyro_ssm.ops.scan import prefix_scan
 
@@ -19,6 +19,7 @@ __all__ = [
     "hmm_posterior_sample",
     "hmm_smoother",
     "kalman_filter",
+    "kalman_log_marginal",
     "kalman_posterior_sample",
     "kalman_smoother",
     "lgssm_sample",

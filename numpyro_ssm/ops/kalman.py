@@ -11,13 +11,18 @@ The model, for ``t = 1, ..., T`` with state dimension ``S`` and observation dime
 Every covariance enters and travels as a lower-triangular square root (``P = U Uᵀ``); updates
 stack factors and triangularize them (:func:`numpyro_ssm.ops.linalg.tria`).
 
-**One algorithm, two schedules.** The filter is the associative scan of Särkkä &
-García-Fernández (2021) in the square-root form of Yaghoobi, Corenflos, Hassan & Särkkä (2022).
-Element ``t`` is the pair ``p(z_t | z_{t-1}, y_t) = N(A z_{t-1} + b, U Uᵀ)`` and
-``p(y_t | z_{t-1}) ∝ N_info(z_{t-1}; η, Z Zᵀ)``. :func:`~numpyro_ssm.ops.scan.prefix_scan` folds
-them one by one (``parallel=False``; the running prefix is a filtered Gaussian, stored with a
-compact zero ``A``) or with ``lax.associative_scan`` (``parallel=True``). The predictions and
-the per-step log-likelihoods are then read off the filtered moments, vectorized over time.
+**Two schedules.** ``parallel=False`` runs the sequential square-root filter of
+:mod:`numpyro_ssm.ops._kalman_serial`: one ``lax.scan`` whose step conditions and predicts with
+two triangularizations. ``parallel=True`` runs the associative scan of Särkkä &
+García-Fernández (2021) in the square-root form of Yaghoobi, Corenflos, Hassan & Särkkä (2022):
+element ``t`` is the pair ``p(z_t | z_{t-1}, y_t) = N(A z_{t-1} + b, U Uᵀ)`` and
+``p(y_t | z_{t-1}) ∝ N_info(z_{t-1}; η, Z Zᵀ)``, combined by ``lax.associative_scan`` in
+``O(log T)`` depth; the predictions and the per-step log-likelihoods are then read off the
+filtered moments, vectorized over time. The tests hold the two schedules equal.
+
+**Gradients.** :func:`kalman_log_marginal` returns ``log p(y_{1:T})`` alone; sequentially its
+derivative is one backward smoothing recursion instead of autodiff through the scan (see
+:mod:`numpyro_ssm.ops._kalman_serial`). :class:`numpyro_ssm.LinearGaussianSSM` uses it.
 
 **Time-varying parameters** carry a leading time axis: ``T-1`` for the transition parameters
 (``F_t, Q_t, b_t`` act between steps ``t`` and ``t+1``), ``T`` for the emission ones. A leading
@@ -34,17 +39,33 @@ NaNs are replaced before any arithmetic, so gradients stay finite.
 """
 
 import functools
-import math
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax.scipy.linalg import solve_triangular
 
-from numpyro_ssm.ops.linalg import chol_logdet, solve_lower, tria
+from numpyro_ssm.ops._kalman_common import (
+    _EMISSION,
+    _TRANSITION,
+    _covariance,
+    _Filtered,
+    _log_likelihood,
+    _map_time,
+    _masked_emission,
+    _Model,
+    _mT,
+    _mv,
+    _observations,
+    _predict,
+    _prepare,
+    _split_time,
+)
+from numpyro_ssm.ops._kalman_serial import serial_filter, serial_log_marginal
+from numpyro_ssm.ops.linalg import solve_lower, tria
 from numpyro_ssm.ops.scan import prefix_scan
 
-__all__ = ["GaussianPosterior", "kalman_filter"]
+__all__ = ["GaussianPosterior", "kalman_filter", "kalman_log_marginal"]
 
 
 class GaussianPosterior(NamedTuple):
@@ -74,146 +95,6 @@ class GaussianPosterior(NamedTuple):
     smoothed_means: jax.Array | None = None
     smoothed_covariances: jax.Array | None = None
     smoothed_cross_covariances: jax.Array | None = None
-
-
-# ---------------------------------------------------------------------------------------------
-# Parameters: validation and the time axis
-# ---------------------------------------------------------------------------------------------
-
-# name -> (number of event dims, offset of the time axis length relative to T)
-_TRANSITION = {"F": (2, -1), "chol_Q": (2, -1), "b": (1, -1)}
-_EMISSION = {"H": (2, 0), "chol_R": (2, 0), "d": (1, 0)}
-_PUBLIC = {
-    "F": "transition_matrix",
-    "chol_Q": "transition_scale_tril",
-    "b": "transition_bias",
-    "H": "emission_matrix",
-    "chol_R": "emission_scale_tril",
-    "d": "emission_bias",
-}
-
-
-class _Model(NamedTuple):
-    static: dict  # name -> array without time axis
-    varying: dict  # name -> array with a leading time axis (T-1 or T)
-    m0: jax.Array
-    chol_P0: jax.Array
-
-
-def _prepare(
-    initial_mean,
-    initial_scale_tril,
-    transition_matrix,
-    transition_scale_tril,
-    emission_matrix,
-    emission_scale_tril,
-    transition_bias,
-    emission_bias,
-    num_steps,
-):
-    """Check shapes, fill default biases, and sort parameters into static and time-varying."""
-    m0 = jnp.asarray(initial_mean)
-    if m0.ndim != 1:
-        raise ValueError(
-            f"initial_mean must have shape (S,), got {m0.shape}. The ops take one sequence; "
-            "use jax.vmap (or LinearGaussianSSM) for batches."
-        )
-    S = m0.shape[0]
-    chol_P0 = jnp.asarray(initial_scale_tril)
-    if chol_P0.shape != (S, S):
-        raise ValueError(f"initial_scale_tril must have shape {(S, S)}, got {chol_P0.shape}.")
-    H = jnp.asarray(emission_matrix)
-    if H.ndim < 2:
-        raise ValueError(f"emission_matrix must have shape (D, S) or (T, D, S), got {H.shape}.")
-    D = H.shape[-2]
-    dtype = m0.dtype
-    arrays = {
-        "F": jnp.asarray(transition_matrix),
-        "chol_Q": jnp.asarray(transition_scale_tril),
-        "b": jnp.zeros((S,), dtype) if transition_bias is None else jnp.asarray(transition_bias),
-        "H": H,
-        "chol_R": jnp.asarray(emission_scale_tril),
-        "d": jnp.zeros((D,), dtype) if emission_bias is None else jnp.asarray(emission_bias),
-    }
-    events = {"F": (S, S), "chol_Q": (S, S), "b": (S,), "H": (D, S), "chol_R": (D, D), "d": (D,)}
-    T = num_steps
-    static, varying = {}, {}
-    for name, arr in arrays.items():
-        ndim, offset = {**_TRANSITION, **_EMISSION}[name]
-        if arr.shape[arr.ndim - ndim :] != events[name] or arr.ndim > ndim + 1:
-            time = "T-1" if offset else "T"
-            raise ValueError(
-                f"{_PUBLIC[name]} must have shape {events[name]} or ({time},) + "
-                f"{events[name]} (state dim S={S}, observation dim D={D}), got {arr.shape}."
-            )
-        if arr.ndim == ndim or arr.shape[0] == 1:
-            static[name] = arr.reshape(events[name])
-        elif arr.shape[0] != T + offset:
-            time = "T-1" if offset else "T"
-            raise ValueError(
-                f"{_PUBLIC[name]} has shape {arr.shape}: its time axis has length "
-                f"{arr.shape[0]}, expected 1 or {time}={T + offset}."
-            )
-        else:
-            varying[name] = arr
-    return _Model(static, varying, m0, chol_P0)
-
-
-def _observations(observations, obs_mask, model):
-    y = jnp.asarray(observations)
-    D = model.varying.get("H", model.static.get("H")).shape[-2]
-    if y.ndim != 2 or y.shape[1] != D:
-        raise ValueError(f"observations must have shape (T, D) with D={D}, got {y.shape}.")
-    observed = ~jnp.isnan(y)
-    if obs_mask is not None:
-        obs_mask = jnp.asarray(obs_mask, dtype=bool)
-        try:
-            observed = observed & jnp.broadcast_to(obs_mask, y.shape)
-        except ValueError:
-            raise ValueError(
-                f"obs_mask of shape {obs_mask.shape} does not broadcast to observations of "
-                f"shape {y.shape}."
-            ) from None
-    return y, observed
-
-
-def _split_time(model, names, start, length):
-    """Static parameters, and time-varying ones sliced to ``[start, start + length)``."""
-    static = {k: model.static[k] for k in names if k in model.static}
-    varying = {k: model.varying[k][start : start + length] for k in names if k in model.varying}
-    return static, varying
-
-
-def _map_time(fn, static, varying):
-    """``fn`` over the leading time axis of ``varying``, with ``static`` held fixed."""
-    return jax.vmap(lambda v: fn(**static, **v))(varying)
-
-
-# ---------------------------------------------------------------------------------------------
-# Building blocks
-# ---------------------------------------------------------------------------------------------
-
-
-def _mT(a):
-    return jnp.swapaxes(a, -1, -2)
-
-
-def _mv(a, x):
-    return (a @ x[..., None])[..., 0]
-
-
-def _masked_emission(H, chol_R, d, y, observed):
-    """Emission with missing entries replaced by exact "no information" rows.
-
-    Returns ``(H_m, chol_R_m, y_m)``: ``H_m`` ``(D, S)`` and ``y_m = y - d`` ``(D,)`` with the
-    missing rows zeroed, and ``chol_R_m`` ``(D, 2D)`` whose product ``chol_R_m chol_R_mᵀ`` is
-    ``R`` on the observed block and the identity on the missing one.
-    """
-    m = observed.astype(H.dtype)
-    H_m = H * m[:, None]
-    chol_R_m = jnp.concatenate([chol_R * m[:, None], jnp.diag(1.0 - m)], axis=1)
-    y_m = jnp.where(observed, y, 0.0) - d * m
-    return H_m, chol_R_m, y_m
 
 
 def _condition(H_m, chol_R_m, chol_Q):
@@ -280,28 +161,9 @@ def _filter_combine(e1: _FilterElement, e2: _FilterElement) -> _FilterElement:
     return _FilterElement(A, b, U, eta, Z)
 
 
-def _log_likelihood(m_pred, chol_P_pred, H, chol_R, d, y, observed):
-    """``log p(y_t | y_{1:t-1})`` over the observed entries of ``y_t``."""
-    H_m, chol_R_m, y_m = _masked_emission(H, chol_R, d, y, observed)
-    chol_S = tria(jnp.concatenate([H_m @ chol_P_pred, chol_R_m], axis=1))
-    w = solve_lower(chol_S, y_m - H_m @ m_pred)
-    n_obs = jnp.sum(observed).astype(y_m.dtype)
-    return -0.5 * (n_obs * math.log(2 * math.pi) + chol_logdet(chol_S) + w @ w)
-
-
-def _predict(F, chol_Q, b, m, chol_P):
-    return F @ m + b, tria(jnp.concatenate([F @ chol_P, chol_Q], axis=1))
-
-
-class _Filtered(NamedTuple):
-    means: jax.Array  # (T, S)
-    chols: jax.Array  # (T, S, S)
-    predicted_means: jax.Array
-    predicted_chols: jax.Array
-    log_likelihoods: jax.Array  # (T,)
-
-
 def _filter(model: _Model, y, observed, parallel) -> _Filtered:
+    if not parallel:
+        return serial_filter(model, y, observed)
     T, S = y.shape[0], model.m0.shape[0]
     dtype = model.m0.dtype
     emission0 = {
@@ -327,7 +189,7 @@ def _filter(model: _Model, y, observed, parallel) -> _Filtered:
         lambda v: _filter_element(**static, **v),
         first,
         inputs,
-        parallel=parallel,
+        parallel=True,
     )
     means, chols = out.b, out.U
     pred_means, pred_chols = _map_time(
@@ -348,10 +210,6 @@ def _filter(model: _Model, y, observed, parallel) -> _Filtered:
         },
     )
     return _Filtered(means, chols, pred_means, pred_chols, log_liks)
-
-
-def _covariance(chol):
-    return chol @ _mT(chol)
 
 
 @functools.partial(jax.jit, static_argnames=("parallel",))
@@ -419,3 +277,48 @@ def kalman_filter(
         predicted_covariances=_covariance(f.predicted_chols),
         log_likelihood_increments=f.log_likelihoods,
     )
+
+
+@functools.partial(jax.jit, static_argnames=("parallel",))
+def kalman_log_marginal(
+    initial_mean: jax.Array,
+    initial_scale_tril: jax.Array,
+    transition_matrix: jax.Array,
+    transition_scale_tril: jax.Array,
+    emission_matrix: jax.Array,
+    emission_scale_tril: jax.Array,
+    observations: jax.Array,
+    *,
+    transition_bias: jax.Array | None = None,
+    emission_bias: jax.Array | None = None,
+    obs_mask: jax.Array | None = None,
+    parallel: bool = False,
+) -> jax.Array:
+    """``log p(y_{1:T})`` alone, with a fast derivative; arguments as :func:`kalman_filter`.
+
+    With ``parallel=False`` the gradient (and any JVP) with respect to every argument is one
+    backward recursion over the filtered moments rather than autodiff through the scan, which
+    makes ``value_and_grad`` a small multiple of the value's cost. Higher derivatives work too.
+
+    Returns:
+        Shape ``()``: the sum of :attr:`GaussianPosterior.log_likelihood_increments`.
+
+    Raises:
+        ValueError: on inconsistent shapes, naming the argument and the shapes.
+    """
+    y = jnp.asarray(observations)
+    model = _prepare(
+        initial_mean,
+        initial_scale_tril,
+        transition_matrix,
+        transition_scale_tril,
+        emission_matrix,
+        emission_scale_tril,
+        transition_bias,
+        emission_bias,
+        y.shape[0] if y.ndim else 0,
+    )
+    y, observed = _observations(y, obs_mask, model)
+    if parallel:
+        return jnp.sum(_filter(model, y, observed, parallel=True).log_likelihoods)
+    return serial_log_marginal(model, y, observed)

@@ -9,13 +9,73 @@ square-root filters meet rank-deficient stacks (a state with exactly zero proces
 observation that is missing). The derivative used here is the one of the Cholesky factor of
 ``A Aᵀ`` with a pseudo-inverse in place of ``L⁻¹``: exact where ``L`` is invertible, finite
 and zero along the null directions where it is not.
+
+**Small sizes.** A LAPACK QR (or triangular solve) is one opaque call per matrix; inside a
+sequential filter that call dominates the step. For the few-by-few stacks of state space models
+(up to ``_UNROLL_MAX_ROWS`` rows, called on one matrix: under ``vmap`` or in a sequential
+step, not on the stacks that ``lax.associative_scan`` combines) ``tria`` instead runs
+Householder reflections unrolled into plain ``jnp`` arithmetic, which XLA fuses into the
+surrounding step; :func:`solve_lower` likewise unrolls its forward substitution. The derivative
+of ``tria`` still comes from the QR path: any two lower-triangular factors of ``A Aᵀ`` differ
+by an orthogonal matrix that no downstream quantity sees.
 """
 
 import jax
 import jax.numpy as jnp
 from jax.scipy.linalg import solve_triangular
 
-__all__ = ["chol_logdet", "safe_solve_lower", "solve_lower", "tria"]
+__all__ = ["chol_logdet", "matmul_small", "safe_solve_lower", "solve_lower", "tria"]
+
+# Stacks with at most this many rows are triangularized by unrolled Householder reflections.
+_UNROLL_MAX_ROWS = 16
+
+
+def matmul_small(a: jax.Array, b: jax.Array) -> jax.Array:
+    """``a @ b`` as a broadcast product and a sum, which XLA fuses with its neighbours.
+
+    On CPU a ``dot`` is its own kernel; inside a sequential step of few-by-few matrices the
+    kernel launches, not the flops, set the cost.
+
+    Args:
+        a: shape ``(..., n, k)``.
+        b: shape ``(..., k, m)``, or ``(..., k)`` for a matrix-vector product.
+
+    Returns:
+        Shape ``(..., n, m)`` (or ``(..., n)``).
+    """
+    if b.ndim == 1:
+        return jnp.sum(a * b[..., None, :], axis=-1)
+    return jnp.sum(a[..., :, :, None] * b[..., None, :, :], axis=-2)
+
+
+def _householder_tria(a):
+    """``tria`` by ``n`` Householder reflections acting on the columns, unrolled in Python.
+
+    Reflection ``i`` maps row ``i``'s entries in columns ``i:`` onto column ``i``; rows above
+    are already zero there. Not differentiable at rank-deficient inputs (``tria``'s JVP is used).
+    """
+    a = jnp.asarray(a)
+    n = a.shape[-2]
+    if a.shape[-1] < n:
+        a = jnp.concatenate([a, jnp.zeros(a.shape[:-1] + (n - a.shape[-1],), a.dtype)], axis=-1)
+    diag = []
+    for i in range(n):
+        x = a[..., i, i:]
+        norm = jnp.sqrt(jnp.sum(x * x, axis=-1))
+        sign = jnp.where(x[..., 0] < 0, -1.0, 1.0).astype(a.dtype)
+        v = jnp.concatenate([(x[..., 0] + sign * norm)[..., None], x[..., 1:]], axis=-1)
+        vv = norm * (norm + jnp.abs(x[..., 0]))  # = vᵀv / 2
+        scale = jnp.where(vv > 0, 1.0 / jnp.where(vv > 0, vv, 1.0), 0.0)
+        below = a[..., i + 1 :, i:]
+        proj = jnp.sum(below * v[..., None, :], axis=-1, keepdims=True)
+        below = below - proj * (scale[..., None, None] * v[..., None, :])
+        # the reflected row i is (-sign * norm, 0, ...); flip column i so the diagonal is >= 0
+        flip = jnp.where(norm > 0, -sign, 1.0)[..., None, None]
+        below = jnp.concatenate([flip * below[..., :1], below[..., 1:]], axis=-1)
+        a = a.at[..., i + 1 :, i:].set(below)
+        diag.append(norm)
+    lower = jnp.tril(a[..., :, :n], -1)
+    return lower + jnp.stack(diag, axis=-1)[..., None, :] * jnp.eye(n, dtype=a.dtype)
 
 
 def _tria_and_q(a):
@@ -40,6 +100,8 @@ def tria(a: jax.Array) -> jax.Array:
         Shape ``(..., n, n)``: lower triangular ``L`` with a non-negative diagonal and
         ``L Lᵀ = a aᵀ``.
     """
+    if a.ndim == 2 and a.shape[-2] <= _UNROLL_MAX_ROWS:
+        return _householder_tria(a)
     return _tria_and_q(a)[0]
 
 
@@ -90,7 +152,17 @@ def solve_lower(lower: jax.Array, b: jax.Array) -> jax.Array:
     Returns:
         ``L⁻¹ b``, shape of ``b``.
     """
-    return solve_triangular(lower, b, lower=True)
+    n = lower.shape[-1]
+    if n > _UNROLL_MAX_ROWS:
+        return solve_triangular(lower, b, lower=True)
+    # forward substitution unrolled into fused arithmetic (a LAPACK call per step costs more)
+    rows = []
+    for i in range(n):
+        acc = b[i]
+        for j in range(i):
+            acc = acc - lower[i, j] * rows[j]
+        rows.append(acc / lower[i, i])
+    return jnp.stack(rows)
 
 
 def safe_solve_lower(lower: jax.Array, b: jax.Array) -> jax.Array:
