@@ -11,128 +11,27 @@ r"""``LinearGaussianSSM``: a linear-Gaussian state space model with its states m
 controls enter through time-varying biases, ``b_t = B u_t`` and ``d_t = D u_t``.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from numpyro.distributions import Distribution, constraints
 from numpyro.distributions.util import lazy_property
 
-from numpyro_ssm.distributions._shapes import broadcast_batch_shapes, infer_num_steps
+from numpyro_ssm.distributions._lgssm_params import (
+    _CORE,
+    _PAIRS,
+    _batch_keys,
+    _call,
+    _core_ndim,
+    _lgssm_shapes,
+    _map_batch,
+    _shape,
+)
 from numpyro_ssm.ops import kalman as kalman_ops
 from numpyro_ssm.ops import kalman_smoothing as smoother_ops
 
 __all__ = ["LinearGaussianSSM"]
-
-# name -> (event ndim without time, time offset or None when the argument has no time axis)
-_CORE = {
-    "initial_mean": (1, None),
-    "initial_scale_tril": (2, None),
-    "transition_matrix": (2, -1),
-    "transition_scale_tril": (2, -1),
-    "transition_bias": (1, -1),
-    "emission_matrix": (2, 0),
-    "emission_scale_tril": (2, 0),
-    "emission_bias": (1, 0),
-}
-_PAIRS = ("initial", "transition", "emission")
-
-
-def _shape(x):
-    if x is None:
-        return None
-    return tuple(x) if isinstance(x, tuple) else tuple(jnp.shape(x))
-
-
-def _core_ndim(name, shape):
-    """Number of trailing axes of ``shape`` owned by one sequence (event + time axis)."""
-    ndim, offset = _CORE[name]
-    return ndim + (offset is not None and len(shape) > ndim)
-
-
-def _lgssm_shapes(shapes, num_steps, obs_mask_shape):
-    """Check argument shapes (``shapes``: name -> shape, covariances as ``*_scale_tril``).
-
-    Returns ``(batch_shape, event_shape, T, S, D)``.
-    """
-    m0 = shapes["initial_mean"]
-    if len(m0) < 1:
-        raise ValueError(f"initial_mean must have shape (..., S), got {m0}.")
-    S = m0[-1]
-    F = shapes["transition_matrix"]
-    if len(F) < 2 or F[-1] != F[-2]:
-        raise ValueError(f"transition_matrix must be square, shape (..., S, S), got {F}.")
-    if F[-1] != S:
-        raise ValueError(
-            f"transition_matrix {F} has state dim {F[-1]} but initial_mean {m0} has S={S}."
-        )
-    H = shapes["emission_matrix"]
-    if len(H) < 2 or H[-1] != S:
-        raise ValueError(
-            f"emission_matrix must have shape (..., D, S) with S={S} columns (the state dim of "
-            f"initial_mean {m0}), got {H}."
-        )
-    D = H[-2]
-    expected = {
-        "initial_scale_tril": (S, S),
-        "transition_scale_tril": (S, S),
-        "transition_bias": (S,),
-        "emission_scale_tril": (D, D),
-        "emission_bias": (D,),
-    }
-    for name, event in expected.items():
-        shape = shapes[name]
-        if shape is None:
-            continue
-        if shape[len(shape) - len(event) :] != event or len(shape) < len(event):
-            pretty = name.replace("_scale_tril", "_cov/_scale_tril")
-            raise ValueError(
-                f"{pretty} must have shape (...,) + {event} to match the state dim S={S} and "
-                f"observation dim D={D}, got {shape}."
-            )
-    time_axes = []
-    for name, (ndim, offset) in _CORE.items():
-        shape = shapes[name]
-        if offset is None or shape is None:
-            continue
-        time_axes.append((name, shape, -ndim - 1 if len(shape) > ndim else None, offset))
-    if obs_mask_shape is not None:
-        if len(obs_mask_shape) < 2 or obs_mask_shape[-1] not in (1, D):
-            raise ValueError(
-                f"obs_mask must broadcast against batch_shape + (T, D) with D={D}: shape "
-                f"(..., T, D) or (..., T, 1), got {obs_mask_shape}."
-            )
-        time_axes.append(("obs_mask", obs_mask_shape, -2, 0))
-    T = infer_num_steps(time_axes, num_steps)
-    batch = {
-        name: shape[: len(shape) - _core_ndim(name, shape)]
-        for name, shape in shapes.items()
-        if shape is not None
-    }
-    if obs_mask_shape is not None:
-        batch["obs_mask"] = obs_mask_shape[:-2]
-    return broadcast_batch_shapes(batch), (T, D), T, S, D
-
-
-def _flatten_batch(arr, core, batch_shape):
-    """Broadcast ``arr`` to ``batch_shape + core shape`` and flatten the batch to one axis."""
-    core_shape = arr.shape[arr.ndim - core :]
-    arr = jnp.broadcast_to(arr, batch_shape + core_shape)
-    return arr.reshape((-1,) + core_shape)
-
-
-def _map_batch(fn, args, cores, batch_shape):
-    """``fn(*one_sequence_args)`` over ``batch_shape``; outputs get ``batch_shape`` leading."""
-    n = 1
-    for s in batch_shape:
-        n *= s
-    flat = [
-        None if a is None else _flatten_batch(a, c, batch_shape)
-        for a, c in zip(args, cores, strict=True)
-    ]
-    if n == 1:
-        out = fn(*[None if a is None else a[0] for a in flat])
-        return jax.tree.map(lambda x: x.reshape(batch_shape + x.shape), out)
-    out = jax.vmap(fn)(*flat)
-    return jax.tree.map(lambda x: x.reshape(batch_shape + x.shape[1:]), out)
 
 
 class LinearGaussianSSM(Distribution):
@@ -402,12 +301,17 @@ class LinearGaussianSSM(Distribution):
         mask = jnp.broadcast_to(mask, batch_shape + (T, D))
         return jnp.broadcast_to(value, batch_shape + (T, D)), mask, batch_shape
 
-    def _run(self, fn, value, *extra_args, extra_cores=()):
+    def _run(self, op, value, *lead, lead_cores=()):
+        """``op`` of :mod:`numpyro_ssm.ops` on every sequence; ``lead`` args go first."""
         y, mask, batch_shape = self._observations(value)
         arrays, cores = self._params()
-        return _map_batch(
-            fn, [*arrays, y, mask, *extra_args], [*cores, 2, 2, *extra_cores], batch_shape
-        )
+        parallel, n = self.parallel, len(lead)
+
+        def one(*args):
+            *params, y, mask = args[n:]
+            return _call(op, params, y, *args[:n], obs_mask=mask, parallel=parallel)
+
+        return _map_batch(one, [*lead, *arrays, y, mask], [*lead_cores, *cores, 2, 2], batch_shape)
 
     # -- distribution interface -----------------------------------------------------------------
 
@@ -421,24 +325,7 @@ class LinearGaussianSSM(Distribution):
         Returns:
             Shape ``sample_shape + batch_shape``.
         """
-        parallel = self.parallel
-
-        def one(m0, P0, F, Q, b, H, R, d, y, mask):
-            return kalman_ops.kalman_log_marginal(
-                m0,
-                P0,
-                F,
-                Q,
-                H,
-                R,
-                y,
-                transition_bias=b,
-                emission_bias=d,
-                obs_mask=mask,
-                parallel=parallel,
-            )
-
-        return self._run(one, value)
+        return self._run(kalman_ops.kalman_log_marginal, value)
 
     def sample(self, key, sample_shape=()):
         """Reparameterized draws of the observations.
@@ -466,11 +353,7 @@ class LinearGaussianSSM(Distribution):
         sample_shape = tuple(sample_shape)
         batch_shape = self._current_batch_shape()
         arrays, cores = self._params()
-        n = 1
-        for s in batch_shape:
-            n *= s
-        keys = jax.random.split(key, n)
-        keys = keys.reshape(batch_shape + keys.shape[1:])
+        keys = _batch_keys(key, batch_shape)
         T, parallel = self.event_shape[0], self.parallel
 
         def one(m0, P0, F, Q, b, H, R, d, k):
@@ -518,16 +401,10 @@ class LinearGaussianSSM(Distribution):
         parallel = self.parallel
 
         def one(m0, P0, F, Q, b, H, R, d, y):
-            post = kalman_ops.kalman_filter(
-                m0,
-                P0,
-                F,
-                Q,
-                H,
-                R,
+            post = _call(
+                kalman_ops.kalman_filter,
+                (m0, P0, F, Q, b, H, R, d),
                 y,
-                transition_bias=b,
-                emission_bias=d,
                 obs_mask=jnp.zeros((T, D), bool),
                 parallel=parallel,
             )
@@ -561,7 +438,7 @@ class LinearGaussianSSM(Distribution):
             A :class:`~numpyro_ssm.ops.GaussianPosterior` whose fields have ``batch_shape``
             leading (smoothed fields ``None``).
         """
-        return self._posterior(value, kalman_ops.kalman_filter)
+        return self._run(kalman_ops.kalman_filter, value)
 
     def smooth(self, value) -> kalman_ops.GaussianPosterior:
         """Smoothed moments, see :func:`~numpyro_ssm.ops.kalman_smoother`.
@@ -573,27 +450,7 @@ class LinearGaussianSSM(Distribution):
             A :class:`~numpyro_ssm.ops.GaussianPosterior` whose fields have ``batch_shape``
             leading.
         """
-        return self._posterior(value, smoother_ops.kalman_smoother)
-
-    def _posterior(self, value, op):
-        parallel = self.parallel
-
-        def one(m0, P0, F, Q, b, H, R, d, y, mask):
-            return op(
-                m0,
-                P0,
-                F,
-                Q,
-                H,
-                R,
-                y,
-                transition_bias=b,
-                emission_bias=d,
-                obs_mask=mask,
-                parallel=parallel,
-            )
-
-        return self._run(one, value)
+        return self._run(smoother_ops.kalman_smoother, value)
 
     def sample_posterior(self, key, value, sample_shape=()):
         """Draw state paths from ``p(z_{1:T} | y_{1:T})`` (forward-filter backward-sample).
@@ -607,38 +464,10 @@ class LinearGaussianSSM(Distribution):
             Shape ``sample_shape + batch_shape + (T, S)``.
         """
         sample_shape = tuple(sample_shape)
-        y, mask, batch_shape = self._observations(value)
-        n = 1
-        for s in batch_shape:
-            n *= s
-        keys = jax.random.split(key, n)
-        keys = keys.reshape(batch_shape + keys.shape[1:])
-        parallel = self.parallel
-
-        def one(m0, P0, F, Q, b, H, R, d, y, mask, k):
-            return smoother_ops.kalman_posterior_sample(
-                k,
-                m0,
-                P0,
-                F,
-                Q,
-                H,
-                R,
-                y,
-                transition_bias=b,
-                emission_bias=d,
-                obs_mask=mask,
-                sample_shape=sample_shape,
-                parallel=parallel,
-            )
-
-        arrays, cores = self._params()
-        out = _map_batch(
-            one,
-            [*arrays, y, mask, keys],
-            [*cores, 2, 2, keys.ndim - len(batch_shape)],
-            batch_shape,
-        )
+        batch_shape = self._observations(value)[2]
+        keys = _batch_keys(key, batch_shape)
+        op = functools.partial(smoother_ops.kalman_posterior_sample, sample_shape=sample_shape)
+        out = self._run(op, value, keys, lead_cores=(keys.ndim - len(batch_shape),))
         nb, ns = len(batch_shape), len(sample_shape)
         return jnp.moveaxis(out, tuple(range(nb, nb + ns)), tuple(range(ns)))
 
