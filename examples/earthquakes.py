@@ -17,13 +17,26 @@ comparable with their maximum-likelihood estimates. Ordered rates pick one label
 states, so chains cannot settle on different permutations. The latent path is summed out
 exactly by ``DiscreteHMM``; NUTS only sees Gamma and the rates.
 
-The script runs NUTS over several chains, prints ``arviz.summary``, then averages the smoothed
-state probabilities p(z_t = k | y, Gamma, rates) over the posterior draws and saves a figure.
+The script fits K = 2, 3 and 4 states, each with NUTS over several chains, and:
+
+- converts each run with ``numpyro_ssm.infer.to_inference_data``, whose ``log_likelihood``
+  group holds the one-step-ahead terms log p(y_t | y_{1:t-1}, Gamma, rates) with a ``time``
+  dimension, and prints ``arviz.summary`` for the K of ``--num-states``;
+- saves ``az.plot_trace`` of that fit;
+- prints ``az.compare`` of the three fits. PSIS-LOO on one-step-ahead terms is not
+  leave-one-out: it approximates leave-future-out predictive performance (each term
+  predicts y_t from its past, with the posterior fitted to all years);
+- averages the smoothed state probabilities p(z_t = k | y, Gamma, rates) over the posterior
+  draws (``posterior_latents``) and plots them per year;
+- plots, for each K, the Poisson rate of the hidden state along backward-sampled paths
+  (``posterior_latents(..., method="sample")``: one path per posterior draw), with bands.
 
 Environment variables:
     NUMPYRO_SSM_FAST=1        a quick run (2 chains, 50 warmup, 50 samples), used by the tests.
-    NUMPYRO_SSM_OUTDIR=DIR    where to write ``earthquakes.png`` (default: current directory).
-    NUMPYRO_SSM_NUM_STATES=K  the number of hidden states, 2 to 4 (default 2); or ``--num-states``.
+    NUMPYRO_SSM_OUTDIR=DIR    where to write ``earthquakes.png``, ``earthquakes_trace.png`` and
+                              ``earthquakes_state_paths.png`` (default: current directory).
+    NUMPYRO_SSM_NUM_STATES=K  the K (2 to 4) summarized and plotted in detail (default 2); or
+                              ``--num-states``.
 
 Run it with ``python examples/earthquakes.py``.
 """
@@ -31,9 +44,11 @@ Run it with ``python examples/earthquakes.py``.
 import argparse
 import os
 import time
+import warnings
 from pathlib import Path
 
 NUM_STATES = 2  # hidden seismic regimes; override with --num-states or NUMPYRO_SSM_NUM_STATES
+COMPARED_STATES = (2, 3, 4)  # the fits compared by az.compare
 FAST = os.environ.get("NUMPYRO_SSM_FAST", "0") not in ("", "0")
 NUM_CHAINS = 2 if FAST else 4
 NUM_WARMUP = 50 if FAST else 1000
@@ -57,6 +72,7 @@ from numpyro.infer import MCMC, NUTS  # noqa: E402
 
 from numpyro_ssm import DiscreteHMM  # noqa: E402
 from numpyro_ssm.datasets import load_earthquakes  # noqa: E402
+from numpyro_ssm.infer import posterior_latents, to_inference_data  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 
@@ -109,24 +125,76 @@ def model(counts, num_states):
     numpyro.sample("y", make_hmm(transition_matrix, rates, counts.shape[-1]), obs=counts)
 
 
-def state_probabilities(samples, counts):
+def fit(counts, years, num_states, key):
+    """NUTS on the K-state model; returns the MCMC and its ``arviz.InferenceData``.
+
+    Args:
+        counts: shape ``(T,)``.
+        years: shape ``(T,)``, the ``time`` coordinate.
+        num_states: K.
+        key: a JAX PRNG key.
+
+    Returns:
+        ``(mcmc, idata)``.
+    """
+    start = time.perf_counter()
+    mcmc = MCMC(
+        NUTS(model),
+        num_warmup=NUM_WARMUP,
+        num_samples=NUM_SAMPLES,
+        num_chains=NUM_CHAINS,
+        chain_method="parallel",
+        progress_bar=False,
+    )
+    mcmc.run(key, counts, num_states)
+    divergences = int(np.sum(mcmc.get_extra_fields()["diverging"]))
+    print(
+        f"K={num_states}: NUTS {time.perf_counter() - start:.1f} s, "
+        f"{divergences} divergent transitions"
+    )
+    states = np.arange(1, num_states + 1)
+    idata = to_inference_data(
+        mcmc,
+        coords={"state": states, "next_state": states, "time": years},
+        dims={
+            "increments": ["state"],
+            "rates": ["state"],
+            "transition_matrix": ["state", "next_state"],
+        },
+    )
+    return mcmc, idata
+
+
+def state_probabilities(samples, counts, num_states):
     """Posterior p(z_t = k | y) and E[rate of z_t | y], averaged over the posterior draws.
 
     Args:
         samples: dict of posterior draws, ``transition_matrix (S, K, K)`` and ``rates (S, K)``.
         counts: shape ``(T,)``.
+        num_states: K.
 
     Returns:
         ``(probs (T, K), mean_rate (T,))``.
     """
-
-    def one_draw(transition_matrix, rates):
-        smoothed = make_hmm(transition_matrix, rates, counts.shape[-1]).smooth(counts)
-        probs = smoothed.smoothed_probs  # (T, K)
-        return probs, probs @ rates
-
-    probs, mean_rate = jax.jit(jax.vmap(one_draw))(samples["transition_matrix"], samples["rates"])
+    probs = posterior_latents(model, samples, counts, num_states)["y"]  # (S, T, K)
+    mean_rate = jnp.einsum("stk,sk->st", probs, samples["rates"])
     return probs.mean(axis=0), mean_rate.mean(axis=0)
+
+
+def sampled_rate_paths(samples, counts, num_states, key):
+    """The rate of the hidden state along one backward-sampled path per posterior draw.
+
+    Args:
+        samples: dict of posterior draws with ``rates (S, K)``.
+        counts: shape ``(T,)``.
+        num_states: K.
+        key: a JAX PRNG key for forward-filtering backward-sampling.
+
+    Returns:
+        Shape ``(S, T)``: ``rates[s, z_t^(s)]`` for the path ``z^(s)`` drawn given draw ``s``.
+    """
+    paths = posterior_latents(model, samples, counts, num_states, method="sample", key=key)["y"]
+    return jnp.take_along_axis(samples["rates"], paths, axis=1)
 
 
 def plot(years, counts, probs, mean_rate, rates_median, path):
@@ -158,19 +226,55 @@ def plot(years, counts, probs, mean_rate, rates_median, path):
         fontsize="small",
     )
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def plot_rate_paths(years, counts, paths_by_k, path):
+    """One panel per K: counts, and the rate of the sampled hidden state (median, 50%, 90%).
+
+    Args:
+        years: shape ``(T,)``.
+        counts: shape ``(T,)``.
+        paths_by_k: ``{K: rates along sampled paths, shape (S, T)}``.
+        path: where to write the PNG.
+    """
+    fig, axes = plt.subplots(len(paths_by_k), 1, figsize=(10, 7), sharex=True, sharey=True)
+    for ax, (num_states, paths) in zip(axes, paths_by_k.items(), strict=True):
+        q05, q25, q50, q75, q95 = np.quantile(paths, [0.05, 0.25, 0.5, 0.75, 0.95], axis=0)
+        ax.bar(years, counts, width=0.85, color="0.8", label="earthquakes")
+        ax.fill_between(years, q05, q95, color="C3", alpha=0.2, step="mid", label="90%")
+        ax.fill_between(years, q25, q75, color="C3", alpha=0.35, step="mid", label="50%")
+        ax.step(years, q50, where="mid", color="C3", lw=1.5, label="median")
+        ax.set_ylabel("count per year")
+        ax.set_title(f"K = {num_states}: rate of the hidden state along sampled paths", fontsize=10)
+    axes[0].legend(loc="upper left", ncol=4, frameon=False, fontsize="small")
+    axes[-1].set_xlabel("year")
+    axes[-1].set_xlim(years[0] - 0.5, years[-1] + 0.5)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def save_trace(idata, num_states, path):
+    """``az.plot_trace`` of the rates and the transition matrix."""
+    axes = az.plot_trace(idata, var_names=["rates", "transition_matrix"], compact=True)
+    fig = axes.ravel()[0].figure
+    fig.suptitle(f"{num_states}-state Poisson-HMM: NUTS trace")
+    fig.tight_layout()
+    fig.savefig(path, dpi=70)
     plt.close(fig)
 
 
 def main():
-    """Fit the model, print the summary and write the figure."""
+    """Fit K = 2, 3, 4, print the summary and the model comparison, and write the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--num-states",
         type=int,
         default=int(os.environ.get("NUMPYRO_SSM_NUM_STATES", NUM_STATES)),
-        choices=[2, 3, 4],
-        help="number of hidden states K (default: %(default)s)",
+        choices=COMPARED_STATES,
+        help="the K summarized and plotted in detail (default: %(default)s)",
     )
     num_states = parser.parse_args().num_states
     outdir = Path(os.environ.get("NUMPYRO_SSM_OUTDIR", "."))
@@ -179,57 +283,53 @@ def main():
     data = load_earthquakes()
     counts = jnp.asarray(data.counts, dtype=jnp.float64)
     print(
-        f"{len(counts)} annual counts, {data.years[0]}-{data.years[-1]}; K={num_states}, "
+        f"{len(counts)} annual counts, {data.years[0]}-{data.years[-1]}; K in {COMPARED_STATES}, "
         f"{NUM_CHAINS} chains x ({NUM_WARMUP} warmup + {NUM_SAMPLES} samples)"
         + (" [NUMPYRO_SSM_FAST]" if FAST else "")
     )
+    fits = {k: fit(counts, data.years, k, jax.random.key(k)) for k in COMPARED_STATES}
 
-    start = time.perf_counter()
-    mcmc = MCMC(
-        NUTS(model),
-        num_warmup=NUM_WARMUP,
-        num_samples=NUM_SAMPLES,
-        num_chains=NUM_CHAINS,
-        chain_method="parallel",
-        progress_bar=False,
-    )
-    mcmc.run(jax.random.key(0), counts, num_states)
-    print(f"NUTS: {time.perf_counter() - start:.1f} s")
-    divergences = int(mcmc.get_extra_fields()["diverging"].sum())
-    print(f"divergent transitions: {divergences}")
-
-    start = time.perf_counter()
-    # Naming the dimensions saves arviz two eager traces of the model to infer them.
-    states = np.arange(1, num_states + 1)
-    idata = az.from_numpyro(
-        mcmc,
-        log_likelihood=False,
-        coords={"state": states, "next_state": states, "year": data.years},
-        dims={
-            "increments": ["state"],
-            "rates": ["state"],
-            "transition_matrix": ["state", "next_state"],
-            "y": ["year"],
-        },
-        pred_dims={},
-    )
-    print(f"az.from_numpyro: {time.perf_counter() - start:.1f} s")
+    mcmc, idata = fits[num_states]
+    print(f"\n{num_states}-state model:")
     summary = az.summary(idata, var_names=["rates", "transition_matrix"], round_to=3)
     print(summary.to_string())
-
     samples = mcmc.get_samples()
     rates_median = np.median(np.asarray(samples["rates"]), axis=0)
     print("\nPoisson rates, posterior median vs. maximum likelihood (Zucchini et al. 2016):")
     for k in range(num_states):
         mle = PUBLISHED_MLE_RATES[num_states][k]
         print(f"  state {k + 1}: posterior median {rates_median[k]:6.2f}   MLE {mle:6.2f}")
+    path = outdir / "earthquakes_trace.png"
+    save_trace(idata, num_states, path)
+    print(f"wrote {path}")
+
+    print(
+        "\nModel comparison: PSIS-LOO over the one-step-ahead terms log p(y_t | y_1:t-1).\n"
+        "These terms condition on the past only, so this approximates leave-future-out\n"
+        "(one-step-ahead) predictive performance, not leave-one-out; exact LFO refits the\n"
+        "model on y_1:t for each t."
+    )
+    with warnings.catch_warnings():  # ArviZ warns about large Pareto k; counted below instead
+        warnings.filterwarnings("ignore", message="Estimated shape parameter of Pareto")
+        comparison = az.compare({f"K={k}": fits[k][1] for k in COMPARED_STATES})
+        pareto_k = {k: az.loo(fits[k][1], pointwise=True).pareto_k for k in COMPARED_STATES}
+    print(comparison.round(2).to_string())
+    for k, khat in pareto_k.items():
+        print(f"K={k}: Pareto k > 0.7 for {int((khat > 0.7).sum())} of {khat.size} years")
 
     start = time.perf_counter()
-    probs, mean_rate = state_probabilities(samples, counts)
-    print(f"smoothing: {time.perf_counter() - start:.1f} s")
+    probs, mean_rate = state_probabilities(samples, counts, num_states)
     path = outdir / "earthquakes.png"
     plot(data.years, data.counts, np.asarray(probs), np.asarray(mean_rate), rates_median, path)
-    print(f"\nwrote {path.resolve()}")
+    paths = {
+        k: np.asarray(sampled_rate_paths(m.get_samples(), counts, k, jax.random.key(10 + k)))
+        for k, (m, _) in fits.items()
+    }
+    print(f"\nsmoothing and sampling latent paths: {time.perf_counter() - start:.1f} s")
+    print(f"wrote {path}")
+    path = outdir / "earthquakes_state_paths.png"
+    plot_rate_paths(data.years, data.counts, paths, path)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -10,11 +10,14 @@ ch. 2), follows a random-walk level observed with noise:
     y_t         = level_t + sigma_obs * eps_t
 
 ``LinearGaussianSSM`` marginalizes the level exactly (Kalman filter), so NUTS only sees the
-two scales. The script prints ``arviz.summary`` and the posterior medians of the variances next
-to Durbin & Koopman's maximum-likelihood estimates (sigma^2_eps = 15099, sigma^2_eta = 1469.1).
+two scales. The script converts the run with ``numpyro_ssm.infer.to_inference_data`` (the
+``log_likelihood`` group holds the one-step-ahead terms log p(y_t | y_{1:t-1}) per year), prints
+``arviz.summary`` and PSIS-LOO over those terms, saves ``az.plot_trace``, and prints the
+posterior medians of the variances next to Durbin & Koopman's maximum-likelihood estimates
+(sigma^2_eps = 15099, sigma^2_eta = 1469.1).
 
 The figure shows, with bands that integrate over the parameter posterior (one backward-sampled
-level path per posterior draw):
+level path per posterior draw, from ``posterior_latents(..., method="sample")``):
 - the smoothed level given all the data;
 - the level imputed when the years 1891-1910 are treated as missing (``obs_mask``), with the
   held-out observations;
@@ -22,13 +25,15 @@ level path per posterior draw):
 
 Environment variables:
     NUMPYRO_SSM_FAST=1        a quick run (2 chains, 40 warmup, 40 samples), used by the tests.
-    NUMPYRO_SSM_OUTDIR=DIR    where to write ``nile_local_level.png`` (default: current dir).
+    NUMPYRO_SSM_OUTDIR=DIR    where to write ``nile_local_level.png`` and
+                              ``nile_local_level_trace.png`` (default: current dir).
 
 Run it with ``python examples/nile_local_level.py``.
 """
 
 import os
 import time
+import warnings
 from pathlib import Path
 
 FAST = os.environ.get("NUMPYRO_SSM_FAST", "0") not in ("", "0")
@@ -55,9 +60,18 @@ from numpyro.infer import MCMC, NUTS  # noqa: E402
 
 from numpyro_ssm import LinearGaussianSSM  # noqa: E402
 from numpyro_ssm.datasets import load_nile  # noqa: E402
+from numpyro_ssm.infer import posterior_latents, to_inference_data  # noqa: E402
 
 
 def local_level(sigma_obs, sigma_level, num_steps, obs_mask=None):
+    """The local level model as a ``LinearGaussianSSM`` over ``num_steps`` years.
+
+    Args:
+        sigma_obs: observation noise scale, shape ``()``.
+        sigma_level: level noise scale, shape ``()``.
+        num_steps: ``T``.
+        obs_mask: None, or bool of shape ``(T, 1)``, True where the year is observed.
+    """
     return LinearGaussianSSM(
         jnp.array([1000.0]),
         jnp.eye(1),
@@ -70,16 +84,28 @@ def local_level(sigma_obs, sigma_level, num_steps, obs_mask=None):
     )
 
 
-def model(y):
+def model(y, obs_mask=None):
+    """Half-normal priors on the two noise scales; ``y`` has shape ``(T, 1)``."""
     sigma_obs = numpyro.sample("sigma_obs", dist.HalfNormal(300.0))
     sigma_level = numpyro.sample("sigma_level", dist.HalfNormal(100.0))
-    numpyro.sample("y", local_level(sigma_obs, sigma_level, y.shape[0]), obs=y)
+    numpyro.sample("y", local_level(sigma_obs, sigma_level, y.shape[0], obs_mask), obs=y)
+
+
+def save_trace(idata, path):
+    """``az.plot_trace`` of the two noise scales."""
+    axes = az.plot_trace(idata, var_names=["sigma_obs", "sigma_level"])
+    fig = axes.ravel()[0].figure
+    fig.tight_layout()
+    fig.savefig(path, dpi=70)
+    plt.close(fig)
 
 
 def main():
+    """Fit the scales, print the summaries and write the figures."""
     nile = load_nile()
     years, y = nile.years, jnp.asarray(nile.volume)[:, None]  # (100,), (100, 1)
-    T = y.shape[0]
+    outdir = Path(os.environ.get("NUMPYRO_SSM_OUTDIR", "."))
+    outdir.mkdir(parents=True, exist_ok=True)
 
     start = time.time()
     mcmc = MCMC(
@@ -91,12 +117,20 @@ def main():
     )
     mcmc.run(jax.random.PRNGKey(0), y)
     print(f"NUTS: {NUM_CHAINS} chains x {NUM_SAMPLES} draws in {time.time() - start:.1f}s")
-    print(az.summary(az.from_numpyro(mcmc), var_names=["sigma_obs", "sigma_level"]))
+    idata = to_inference_data(mcmc, coords={"time": years})
+    print(az.summary(idata, var_names=["sigma_obs", "sigma_level"]).to_string())
+    print("\nPSIS-LOO over the one-step-ahead terms (approximates leave-future-out, not LOO):")
+    with warnings.catch_warnings():  # a few draws in fast mode make ArviZ warn about Pareto k
+        warnings.filterwarnings("ignore", message="Estimated shape parameter of Pareto")
+        print(az.loo(idata))
+    path = outdir / "nile_local_level_trace.png"
+    save_trace(idata, path)
+    print(f"wrote {path}")
 
     samples = mcmc.get_samples()
     var_obs = np.median(np.asarray(samples["sigma_obs"]) ** 2)
     var_level = np.median(np.asarray(samples["sigma_level"]) ** 2)
-    print("                    posterior median   Durbin & Koopman MLE")
+    print("\n                    posterior median   Durbin & Koopman MLE")
     print(f"sigma^2_eps (obs)   {var_obs:16.1f}   {15099.0:20.1f}")
     print(f"sigma^2_eta (level) {var_level:16.1f}   {1469.1:20.1f}")
 
@@ -104,19 +138,18 @@ def main():
     # draws integrate over the parameter posterior.
     gap = (years >= GAP[0]) & (years <= GAP[1])
     gap_mask = jnp.asarray(~gap)[:, None]  # (T, 1): True where observed
-    keys = jax.random.split(jax.random.PRNGKey(1), samples["sigma_obs"].shape[0])
+    key_level, key_imputed, key_future = jax.random.split(jax.random.PRNGKey(1), 3)
+    level = posterior_latents(model, samples, y, method="sample", key=key_level)["y"][..., 0]
+    imputed = posterior_latents(
+        model, samples, y, obs_mask=gap_mask, method="sample", key=key_imputed
+    )["y"][..., 0]
 
     @jax.vmap
-    def per_draw(sigma_obs, sigma_level, key):
-        k1, k2, k3 = jax.random.split(key, 3)
-        full = local_level(sigma_obs, sigma_level, T)
-        gapped = local_level(sigma_obs, sigma_level, T, obs_mask=gap_mask)
-        level = full.sample_posterior(k1, y)[:, 0]
-        imputed = gapped.sample_posterior(k2, y)[:, 0]
-        future = full.forecast(y, HORIZON).sample(k3)[:, 0]
-        return level, imputed, future
+    def forecast(sigma_obs, sigma_level, key):
+        return local_level(sigma_obs, sigma_level, len(years)).forecast(y, HORIZON).sample(key)
 
-    level, imputed, future = per_draw(samples["sigma_obs"], samples["sigma_level"], keys)
+    keys = jax.random.split(key_future, samples["sigma_obs"].shape[0])
+    future = forecast(samples["sigma_obs"], samples["sigma_level"], keys)[..., 0]
     q = lambda a: np.quantile(np.asarray(a), [0.05, 0.5, 0.95], axis=0)  # noqa: E731
     level_q, imputed_q, future_q = q(level), q(imputed), q(future)
     future_years = years[-1] + 1 + np.arange(HORIZON)
@@ -135,10 +168,8 @@ def main():
     ax.set_title("Nile at Aswan: local level model, NUTS over the noise scales")
     ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
-    outdir = Path(os.environ.get("NUMPYRO_SSM_OUTDIR", "."))
-    outdir.mkdir(parents=True, exist_ok=True)
     path = outdir / "nile_local_level.png"
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=90)
     print(f"wrote {path}")
 
 
