@@ -116,6 +116,7 @@ def main():
         progress_bar=False,
     )
     mcmc.run(jax.random.PRNGKey(0), y)
+    jax.block_until_ready(mcmc.get_samples())  # JAX dispatches asynchronously
     print(f"NUTS: {NUM_CHAINS} chains x {NUM_SAMPLES} draws in {time.time() - start:.1f}s")
     idata = to_inference_data(mcmc, coords={"time": years})
     print(az.summary(idata, var_names=["sigma_obs", "sigma_level"]).to_string())
