@@ -54,15 +54,11 @@ NUM_CHAINS = 2 if FAST else 4
 NUM_WARMUP = 50 if FAST else 1000
 NUM_SAMPLES = 50 if FAST else 1000
 
-# Chains run in parallel on separate (virtual) CPU devices. This must happen before jax starts.
-import numpyro  # noqa: E402
-
-numpyro.set_host_device_count(NUM_CHAINS)
-
 import arviz as az  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import matplotlib  # noqa: E402
+import numpyro  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -143,7 +139,7 @@ def fit(counts, years, num_states, key):
         num_warmup=NUM_WARMUP,
         num_samples=NUM_SAMPLES,
         num_chains=NUM_CHAINS,
-        chain_method="parallel",
+        chain_method="vectorized",
         progress_bar=False,
     )
     mcmc.run(key, counts, num_states)

@@ -43,14 +43,11 @@ NUM_SAMPLES = 40 if FAST else 1000
 HORIZON = 10
 GAP = (1891, 1910)  # years treated as missing for the imputation panel
 
-import numpyro  # noqa: E402
-
-numpyro.set_host_device_count(NUM_CHAINS)
-
 import arviz as az  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import matplotlib  # noqa: E402
+import numpyro  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -113,6 +110,7 @@ def main():
         num_warmup=NUM_WARMUP,
         num_samples=NUM_SAMPLES,
         num_chains=NUM_CHAINS,
+        chain_method="vectorized",
         progress_bar=False,
     )
     mcmc.run(jax.random.PRNGKey(0), y)
