@@ -416,14 +416,13 @@ def test_diffuse_like_initial_covariance(parallel):
     assert np.isfinite(g).all()
 
 
-# The parallel filter stops at T = 1000 here: its associative scan takes minutes to compile for
-# state dim 8 on this 2-core CPU (and the compile grows with log T); the GPU script runs it long.
+# Serial only. The parallel filter's float32 value_and_grad (state dim 8, T = 1000) takes 100 s
+# to compile here and intermittently never returns on this CPU (XLA's workers idle while the
+# host waits on the result; seen twice under pytest-xdist, once passing in 105 s). Until that is
+# understood it is not run in the suite; issue 3 keeps the parallel float32 point open, and
+# benchmarks/gpu.py runs the parallel scans in float32 on an accelerator.
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "parallel, num_steps",
-    [(False, 100_000), (True, 1_000)],
-    ids=["serial", "parallel"],
-)
+@pytest.mark.parametrize("parallel, num_steps", [(False, 100_000)], ids=["serial"])
 def test_float32_long_sequence_is_finite(parallel, num_steps):
     """State dim 8, float32: finite log-likelihood and gradients on long sequences."""
     S, D = 8, 4
