@@ -9,7 +9,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from numpyro_ssm.ops.linalg import chol_logdet, solve_lower, tria
+from numpyro_ssm.ops.linalg import chol_logdet, matmul_small, solve_lower, tria
 
 # ---------------------------------------------------------------------------------------------
 # Parameters: validation and the time axis
@@ -112,6 +112,14 @@ def _observations(observations, obs_mask, model):
     return y, observed
 
 
+def _inputs(args, observations, obs_mask):
+    """``(model, y, observed)`` from the ops' eight parameter arguments (in signature order)."""
+    y = jnp.asarray(observations)
+    model = _prepare(*args, y.shape[0] if y.ndim else 0)
+    y, observed = _observations(y, obs_mask, model)
+    return model, y, observed
+
+
 def _split_time(model, names, start, length):
     """Static parameters, and time-varying ones sliced to ``[start, start + length)``."""
     static = {k: model.static[k] for k in names if k in model.static}
@@ -151,17 +159,27 @@ def _masked_emission(H, chol_R, d, y, observed):
     return H_m, chol_R_m, y_m
 
 
+_LOG_2PI = math.log(2 * math.pi)
+
+
+def _innovation_log_lik(chol_S, w, observed):
+    """``log N(v; 0, S)`` over the observed entries, from ``S``'s factor and ``w = chol_S⁻¹ v``."""
+    n_obs = jnp.sum(observed).astype(w.dtype)
+    return -0.5 * (n_obs * _LOG_2PI + chol_logdet(chol_S) + w @ w)
+
+
 def _log_likelihood(m_pred, chol_P_pred, H, chol_R, d, y, observed):
     """``log p(y_t | y_{1:t-1})`` over the observed entries of ``y_t``."""
     H_m, chol_R_m, y_m = _masked_emission(H, chol_R, d, y, observed)
-    chol_S = tria(jnp.concatenate([H_m @ chol_P_pred, chol_R_m], axis=1))
-    w = solve_lower(chol_S, y_m - H_m @ m_pred)
-    n_obs = jnp.sum(observed).astype(y_m.dtype)
-    return -0.5 * (n_obs * math.log(2 * math.pi) + chol_logdet(chol_S) + w @ w)
+    chol_S = tria(jnp.concatenate([matmul_small(H_m, chol_P_pred), chol_R_m], axis=1))
+    return _innovation_log_lik(
+        chol_S, solve_lower(chol_S, y_m - matmul_small(H_m, m_pred)), observed
+    )
 
 
 def _predict(F, chol_Q, b, m, chol_P):
-    return F @ m + b, tria(jnp.concatenate([F @ chol_P, chol_Q], axis=1))
+    """``N(F m + b, F P Fᵀ + Q)`` in square-root form."""
+    return matmul_small(F, m) + b, tria(jnp.concatenate([matmul_small(F, chol_P), chol_Q], axis=1))
 
 
 class _Filtered(NamedTuple):

@@ -40,17 +40,17 @@ from numpyro_ssm.ops._kalman_common import (
     _TRANSITION,
     _covariance,
     _Filtered,
+    _innovation_log_lik,
     _masked_emission,
     _Model,
     _mT,
     _mv,
+    _predict,
     _split_time,
 )
-from numpyro_ssm.ops.linalg import chol_logdet, matmul_small, solve_lower, tria
+from numpyro_ssm.ops.linalg import matmul_small, solve_lower, tria
 
 __all__ = ["serial_filter", "serial_log_marginal"]
-
-_LOG_2PI = 1.8378770664093453
 
 
 def _update(m, chol_P, H, chol_R, d, y, observed):
@@ -62,13 +62,7 @@ def _update(m, chol_P, H, chol_R, d, y, observed):
     psi = tria(jnp.concatenate([top, bottom], axis=0))
     chol_S, cross, chol_f = psi[:D, :D], psi[D:, :D], psi[D:, D:]
     w = solve_lower(chol_S, y_m - matmul_small(H_m, m))
-    n_obs = jnp.sum(observed).astype(m.dtype)
-    log_lik = -0.5 * (n_obs * _LOG_2PI + chol_logdet(chol_S) + w @ w)
-    return m + matmul_small(cross, w), chol_f, log_lik
-
-
-def _predict_small(F, chol_Q, b, m, chol_P):
-    return matmul_small(F, m) + b, tria(jnp.concatenate([matmul_small(F, chol_P), chol_Q], axis=1))
+    return m + matmul_small(cross, w), chol_f, _innovation_log_lik(chol_S, w, observed)
 
 
 def _forward(model: _Model, y, observed, keep_moments):
@@ -84,7 +78,7 @@ def _forward(model: _Model, y, observed, keep_moments):
             m, chol_P, **emission, y=inputs["y"], observed=inputs["observed"]
         )
         transition = {**t_static, **{k: inputs[k] for k in t_varying}}
-        carry = _predict_small(**transition, m=m_f, chol_P=chol_f)
+        carry = _predict(**transition, m=m_f, chol_P=chol_f)
         return carry, ((m, chol_P) if keep_moments else log_lik)
 
     inputs = {
@@ -98,8 +92,12 @@ def _forward(model: _Model, y, observed, keep_moments):
     m_f, chol_f, log_lik = _update(m, chol_P, **last, y=y[T - 1], observed=observed[T - 1])
     if not keep_moments:
         return jnp.concatenate([out, log_lik[None]])
+    # The scan emits only the predicted moments; the filtered ones and the log-liks are
+    # recomputed vectorized. Emitting all five from the loop body measured 5-10x slower on the
+    # CPU than this second, fused pass.
     m_p, chol_p = (
-        jnp.concatenate([x, last[None]]) for x, last in zip(out, (m, chol_P), strict=True)
+        jnp.concatenate([stacked, final[None]])
+        for stacked, final in zip(out, (m, chol_P), strict=True)
     )
     em = _per_step(model, _EMISSION, 0, T)
     m_f, chol_f, log_liks = jax.vmap(_update)(

@@ -50,15 +50,14 @@ from numpyro_ssm.ops._kalman_common import (
     _TRANSITION,
     _covariance,
     _Filtered,
+    _inputs,
     _log_likelihood,
     _map_time,
     _masked_emission,
     _Model,
     _mT,
     _mv,
-    _observations,
     _predict,
-    _prepare,
     _split_time,
 )
 from numpyro_ssm.ops._kalman_serial import serial_filter, serial_log_marginal
@@ -255,8 +254,7 @@ def kalman_filter(
     Raises:
         ValueError: on inconsistent shapes, naming the argument and the shapes.
     """
-    y = jnp.asarray(observations)
-    model = _prepare(
+    args = (
         initial_mean,
         initial_scale_tril,
         transition_matrix,
@@ -265,9 +263,8 @@ def kalman_filter(
         emission_scale_tril,
         transition_bias,
         emission_bias,
-        y.shape[0] if y.ndim else 0,
     )
-    y, observed = _observations(y, obs_mask, model)
+    model, y, observed = _inputs(args, observations, obs_mask)
     f = _filter(model, y, observed, parallel)
     return GaussianPosterior(
         log_marginal=jnp.sum(f.log_likelihoods),
@@ -306,8 +303,7 @@ def kalman_log_marginal(
     Raises:
         ValueError: on inconsistent shapes, naming the argument and the shapes.
     """
-    y = jnp.asarray(observations)
-    model = _prepare(
+    args = (
         initial_mean,
         initial_scale_tril,
         transition_matrix,
@@ -316,9 +312,8 @@ def kalman_log_marginal(
         emission_scale_tril,
         transition_bias,
         emission_bias,
-        y.shape[0] if y.ndim else 0,
     )
-    y, observed = _observations(y, obs_mask, model)
+    model, y, observed = _inputs(args, observations, obs_mask)
     if parallel:
         return jnp.sum(_filter(model, y, observed, parallel=True).log_likelihoods)
     return serial_log_marginal(model, y, observed)

@@ -24,18 +24,17 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.linalg import solve_triangular
 
-from numpyro_ssm.ops.kalman import (
+from numpyro_ssm.ops._kalman_common import (
     _EMISSION,
     _TRANSITION,
-    GaussianPosterior,
     _covariance,
-    _filter,
+    _inputs,
     _map_time,
     _mv,
-    _observations,
     _prepare,
     _split_time,
 )
+from numpyro_ssm.ops.kalman import GaussianPosterior, _filter
 from numpyro_ssm.ops.linalg import tria
 from numpyro_ssm.ops.scan import prefix_scan
 
@@ -86,9 +85,7 @@ def _backward_elements(model, filtered):
 
 
 def _run_filter(args, observations, obs_mask, parallel):
-    y = jnp.asarray(observations)
-    model = _prepare(*args, y.shape[0] if y.ndim else 0)
-    y, observed = _observations(y, obs_mask, model)
+    model, y, observed = _inputs(args, observations, obs_mask)
     return model, _filter(model, y, observed, parallel)
 
 
