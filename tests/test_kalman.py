@@ -416,14 +416,12 @@ def test_diffuse_like_initial_covariance(parallel):
     assert np.isfinite(g).all()
 
 
-# Serial only. The parallel filter's float32 value_and_grad (state dim 8, T = 1000) takes 100 s
-# to compile here and intermittently never returns on this CPU (XLA's workers idle while the
-# host waits on the result; seen twice under pytest-xdist, once passing in 105 s). Until that is
-# understood it is not run in the suite; issue 3 keeps the parallel float32 point open, and
-# benchmarks/gpu.py runs the parallel scans in float32 on an accelerator.
+# Both schedules. The parallel one used to wedge XLA's CPU runtime here (batched LAPACK calls
+# inside the associative scan waiting on the thread pool they occupied); the scans now run
+# LAPACK-free (numpyro_ssm.ops.linalg), and pytest-timeout turns any regression into a failure.
 @pytest.mark.slow
-@pytest.mark.parametrize("parallel, num_steps", [(False, 100_000)], ids=["serial"])
-def test_float32_long_sequence_is_finite(parallel, num_steps):
+@pytest.mark.parametrize("parallel", [False, True], ids=["serial", "parallel"])
+def test_float32_long_sequence_is_finite(parallel, num_steps=100_000):
     """State dim 8, float32: finite log-likelihood and gradients on long sequences."""
     S, D = 8, 4
     rng = np.random.default_rng(13)

@@ -127,6 +127,12 @@ def _split_time(model, names, start, length):
     return static, varying
 
 
+def _per_step(model, names, start, length):
+    """Every parameter in ``names`` with a time axis of ``length`` (static ones broadcast)."""
+    static, varying = _split_time(model, names, start, length)
+    return {**{k: jnp.broadcast_to(v, (length,) + v.shape) for k, v in static.items()}, **varying}
+
+
 def _map_time(fn, static, varying):
     """``fn`` over the leading time axis of ``varying``, with ``static`` held fixed."""
     return jax.vmap(lambda v: fn(**static, **v))(varying)

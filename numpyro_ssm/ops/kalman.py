@@ -20,9 +20,10 @@ element ``t`` is the pair ``p(z_t | z_{t-1}, y_t) = N(A z_{t-1} + b, U Uᵀ)`` a
 ``O(log T)`` depth; the predictions and the per-step log-likelihoods are then read off the
 filtered moments, vectorized over time. The tests hold the two schedules equal.
 
-**Gradients.** :func:`kalman_log_marginal` returns ``log p(y_{1:T})`` alone; sequentially its
-derivative is one backward smoothing recursion instead of autodiff through the scan (see
-:mod:`numpyro_ssm.ops._kalman_serial`). :class:`numpyro_ssm.LinearGaussianSSM` uses it.
+**Gradients.** :func:`kalman_log_marginal` returns ``log p(y_{1:T})`` alone; with either
+schedule its derivative is one backward smoothing recursion (sequential or associative) instead
+of autodiff through the scan (see :mod:`numpyro_ssm.ops._kalman_gradient`).
+:class:`numpyro_ssm.LinearGaussianSSM` uses it.
 
 **Time-varying parameters** carry a leading time axis: ``T-1`` for the transition parameters
 (``F_t, Q_t, b_t`` act between steps ``t`` and ``t+1``), ``T`` for the emission ones. A leading
@@ -43,7 +44,6 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax.scipy.linalg import solve_triangular
 
 from numpyro_ssm.ops._kalman_common import (
     _EMISSION,
@@ -60,8 +60,9 @@ from numpyro_ssm.ops._kalman_common import (
     _predict,
     _split_time,
 )
+from numpyro_ssm.ops._kalman_gradient import log_marginal_jvp
 from numpyro_ssm.ops._kalman_serial import serial_filter, serial_log_marginal
-from numpyro_ssm.ops.linalg import solve_lower, tria
+from numpyro_ssm.ops.linalg import solve_lower, solve_lower_transpose, tria
 from numpyro_ssm.ops.scan import prefix_scan
 
 __all__ = ["GaussianPosterior", "kalman_filter", "kalman_log_marginal"]
@@ -107,7 +108,7 @@ def _condition(H_m, chol_R_m, chol_Q):
     bottom = jnp.concatenate([chol_Q, jnp.zeros((S, chol_R_m.shape[1]), H_m.dtype)], axis=1)
     psi = tria(jnp.concatenate([top, bottom], axis=0))
     chol_S, cross, chol_C = psi[:D, :D], psi[D:, :D], psi[D:, D:]
-    gain = solve_triangular(chol_S, cross.T, lower=True, trans="T").T
+    gain = solve_lower_transpose(chol_S, cross.T).T
     return chol_S, gain, chol_C
 
 
@@ -150,7 +151,7 @@ def _filter_combine(e1: _FilterElement, e2: _FilterElement) -> _FilterElement:
     )
     xi = tria(xi)
     xi11, xi21, xi22 = xi[..., :S, :S], xi[..., S:, :S], xi[..., S:, S:]
-    tmp = _mT(solve_triangular(xi11, _mT(e1.U), lower=True))  # U1 xi11⁻ᵀ
+    tmp = _mT(solve_lower(xi11, _mT(e1.U)))  # U1 xi11⁻ᵀ
     d_inv = eye - tmp @ _mT(xi21)  # (I + C1 J2)⁻¹
     A = e2.A @ d_inv @ e1.A
     b = _mv(e2.A @ d_inv, e1.b + _mv(e1.U, _mv(_mT(e1.U), e2.eta))) + e2.b
@@ -163,6 +164,10 @@ def _filter_combine(e1: _FilterElement, e2: _FilterElement) -> _FilterElement:
 def _filter(model: _Model, y, observed, parallel) -> _Filtered:
     if not parallel:
         return serial_filter(model, y, observed)
+    return _parallel_filter(model, y, observed)
+
+
+def _parallel_filter(model: _Model, y, observed) -> _Filtered:
     T, S = y.shape[0], model.m0.shape[0]
     dtype = model.m0.dtype
     emission0 = {
@@ -209,6 +214,15 @@ def _filter(model: _Model, y, observed, parallel) -> _Filtered:
         },
     )
     return _Filtered(means, chols, pred_means, pred_chols, log_liks)
+
+
+@jax.custom_jvp
+def _parallel_log_marginal(model: _Model, y, observed):
+    """``log p(y_{1:T})`` by the associative scan; its derivative is a second, backward one."""
+    return jnp.sum(_parallel_filter(model, y, observed).log_likelihoods)
+
+
+_parallel_log_marginal.defjvp(log_marginal_jvp(_parallel_filter, parallel=True))
 
 
 @functools.partial(jax.jit, static_argnames=("parallel",))
@@ -293,9 +307,10 @@ def kalman_log_marginal(
 ) -> jax.Array:
     """``log p(y_{1:T})`` alone, with a fast derivative; arguments as :func:`kalman_filter`.
 
-    With ``parallel=False`` the gradient (and any JVP) with respect to every argument is one
-    backward recursion over the filtered moments rather than autodiff through the scan, which
-    makes ``value_and_grad`` a small multiple of the value's cost. Higher derivatives work too.
+    The gradient (and any JVP) with respect to every argument is one backward recursion over
+    the filtered moments rather than autodiff through the scan, which makes ``value_and_grad``
+    a small multiple of the value's cost; with ``parallel=True`` that recursion is an
+    associative scan too. Higher derivatives work as well.
 
     Returns:
         Shape ``()``: the sum of :attr:`GaussianPosterior.log_likelihood_increments`.
@@ -315,5 +330,5 @@ def kalman_log_marginal(
     )
     model, y, observed = _inputs(args, observations, obs_mask)
     if parallel:
-        return jnp.sum(_filter(model, y, observed, parallel=True).log_likelihoods)
+        return _parallel_log_marginal(model, y, observed)
     return serial_log_marginal(model, y, observed)

@@ -22,7 +22,6 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax.scipy.linalg import solve_triangular
 
 from numpyro_ssm.ops._kalman_common import (
     _EMISSION,
@@ -35,7 +34,7 @@ from numpyro_ssm.ops._kalman_common import (
     _split_time,
 )
 from numpyro_ssm.ops.kalman import GaussianPosterior, _filter
-from numpyro_ssm.ops.linalg import tria
+from numpyro_ssm.ops.linalg import solve_lower_transpose, tria
 from numpyro_ssm.ops.scan import prefix_scan
 
 __all__ = ["kalman_posterior_sample", "kalman_smoother", "lgssm_sample"]
@@ -54,7 +53,7 @@ def _smoother_element(F, chol_Q, b, m, chol_P):
     bottom = jnp.concatenate([chol_P, jnp.zeros((S, S), m.dtype)], axis=1)
     phi = tria(jnp.concatenate([top, bottom], axis=0))
     chol_pred, cross, chol_cond = phi[:S, :S], phi[S:, :S], phi[S:, S:]
-    gain = solve_triangular(chol_pred, cross.T, lower=True, trans="T").T
+    gain = solve_lower_transpose(chol_pred, cross.T).T
     return _SmootherElement(gain, m - gain @ (F @ m + b), chol_cond)
 
 

@@ -12,10 +12,12 @@ and zero along the null directions where it is not.
 
 **Small sizes.** A LAPACK QR (or triangular solve) is one opaque call per matrix; inside a
 sequential filter that call dominates the step. For the few-by-few stacks of state space models
-(up to ``_UNROLL_MAX_ROWS`` rows, called on one matrix: under ``vmap`` or in a sequential
-step, not on the stacks that ``lax.associative_scan`` combines) ``tria`` instead runs
-Householder reflections unrolled into plain ``jnp`` arithmetic, which XLA fuses into the
-surrounding step; :func:`solve_lower` likewise unrolls its forward substitution. The derivative
+(up to ``_UNROLL_MAX_ROWS`` rows, batched or not) ``tria`` instead runs Householder
+reflections unrolled into plain ``jnp`` arithmetic, which XLA fuses into the surrounding step;
+:func:`solve_lower` and :func:`solve_lower_transpose` likewise unroll their substitutions.
+This also keeps batched LAPACK calls out of the associative scans: on jaxlib 0.10.2's CPU
+runtime a batched LAPACK call fans out over XLA's own thread pool and, with every worker busy
+in such a call, can wait forever (seen on a 2-core machine, float32 and float64). The derivative
 of ``tria`` still comes from the QR path: any two lower-triangular factors of ``A Aᵀ`` differ
 by an orthogonal matrix that no downstream quantity sees.
 """
@@ -24,7 +26,14 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.linalg import solve_triangular
 
-__all__ = ["chol_logdet", "matmul_small", "safe_solve_lower", "solve_lower", "tria"]
+__all__ = [
+    "chol_logdet",
+    "matmul_small",
+    "safe_solve_lower",
+    "solve_lower",
+    "solve_lower_transpose",
+    "tria",
+]
 
 # Stacks with at most this many rows are triangularized by unrolled Householder reflections.
 _UNROLL_MAX_ROWS = 16
@@ -78,6 +87,36 @@ def _householder_tria(a):
     return lower + jnp.stack(diag, axis=-1)[..., None, :] * jnp.eye(n, dtype=a.dtype)
 
 
+def _householder_tria_loop(a):
+    """``tria`` by the same reflections in a ``lax.fori_loop``, for batched stacks.
+
+    One loop body over full-width rows (columns left of ``i`` masked), so a stack combined at
+    every level of an associative scan compiles once per level instead of ``n`` unrolled times.
+    """
+    a = jnp.asarray(a)
+    n, m = a.shape[-2], a.shape[-1]
+    if m < n:
+        a = jnp.concatenate([a, jnp.zeros(a.shape[:-1] + (n - m,), a.dtype)], axis=-1)
+    cols = jnp.arange(a.shape[-1])
+
+    def reflect(i, a):
+        row = jnp.take(a, i, axis=-2)  # (..., m)
+        x = jnp.where(cols >= i, row, 0.0)
+        x_i = jnp.take(row, i, axis=-1)
+        norm = jnp.sqrt(jnp.sum(x * x, axis=-1))
+        sign = jnp.where(x_i < 0, -1.0, 1.0).astype(a.dtype)
+        v = x + jnp.where(cols == i, (sign * norm)[..., None], 0.0)
+        vv = norm * (norm + jnp.abs(x_i))  # = vᵀv / 2
+        scale = jnp.where(vv > 0, 1.0 / jnp.where(vv > 0, vv, 1.0), 0.0)
+        proj = jnp.sum(a * v[..., None, :], axis=-1, keepdims=True)  # rows above: 0
+        a = a - proj * (scale[..., None, None] * v[..., None, :])
+        flip = jnp.where(norm > 0, -sign, 1.0)[..., None, None]
+        return a * jnp.where(cols == i, flip, 1.0)
+
+    a = jax.lax.fori_loop(0, n, reflect, a)
+    return jnp.tril(a[..., :, :n])
+
+
 def _tria_and_q(a):
     n, m = a.shape[-2], a.shape[-1]
     if m < n:  # pad with zero columns so that QR of the transpose is tall
@@ -102,7 +141,7 @@ def tria(a: jax.Array) -> jax.Array:
     """
     if a.ndim == 2 and a.shape[-2] <= _UNROLL_MAX_ROWS:
         return _householder_tria(a)
-    return _tria_and_q(a)[0]
+    return _householder_tria_loop(a)
 
 
 @tria.defjvp
@@ -142,27 +181,72 @@ def _skew_for_tril(lower, b):
     return upper - jnp.swapaxes(upper, -1, -2)
 
 
+def _substitute(lower, b, vector, transpose):
+    """Forward (or, ``transpose``, back) substitution in a ``lax.fori_loop``, batched."""
+    n = lower.shape[-1]
+    mat = jnp.swapaxes(lower, -1, -2) if transpose else lower
+    rhs = b[..., None] if vector else b
+    x = jnp.zeros(jnp.broadcast_shapes(lower.shape[:-2], rhs.shape[:-2]) + rhs.shape[-2:], b.dtype)
+
+    def step(k, x):
+        i = n - 1 - k if transpose else k
+        row = jnp.take(mat, i, axis=-2)  # (..., n); entries of x not yet solved are 0
+        acc = jnp.take(rhs, i, axis=-2) - jnp.sum(row[..., :, None] * x, axis=-2)
+        value = acc / jnp.take(row, i, axis=-1)[..., None]
+        return x.at[..., i, :].set(value)
+
+    x = jax.lax.fori_loop(0, n, step, x)
+    return x[..., 0] if vector else x
+
+
 def solve_lower(lower: jax.Array, b: jax.Array) -> jax.Array:
-    """Solve ``L x = b`` for lower-triangular ``L``.
+    """Solve ``L x = b`` for lower-triangular ``L``, batched over leading axes.
 
     Args:
-        lower: shape ``(n, n)``, lower triangular and invertible.
-        b: shape ``(n,)`` or ``(n, k)``.
+        lower: shape ``(..., n, n)``, lower triangular and invertible.
+        b: shape ``(..., n)`` (one fewer axis than ``lower``) or ``(..., n, k)``.
 
     Returns:
-        ``L⁻¹ b``, shape of ``b``.
+        ``L⁻¹ b``, shape of ``b`` (batch axes broadcast).
     """
     n = lower.shape[-1]
+    vector = b.ndim == lower.ndim - 1
     if n > _UNROLL_MAX_ROWS:
-        return solve_triangular(lower, b, lower=True)
-    # forward substitution unrolled into fused arithmetic (a LAPACK call per step costs more)
+        return _substitute(lower, b, vector, transpose=False)
+    # forward substitution unrolled into fused arithmetic: no LAPACK call per step, and no
+    # batched LAPACK call (whose thread-pool fan-out can wedge XLA's CPU runtime)
     rows = []
     for i in range(n):
-        acc = b[i]
+        acc = b[..., i] if vector else b[..., i, :]
         for j in range(i):
-            acc = acc - lower[i, j] * rows[j]
-        rows.append(acc / lower[i, i])
-    return jnp.stack(rows)
+            coef = lower[..., i, j] if vector else lower[..., i, j, None]
+            acc = acc - coef * rows[j]
+        rows.append(acc / (lower[..., i, i] if vector else lower[..., i, i, None]))
+    return jnp.stack(rows, axis=-1 if vector else -2)
+
+
+def solve_lower_transpose(lower: jax.Array, b: jax.Array) -> jax.Array:
+    """Solve ``Lᵀ x = b`` for lower-triangular ``L`` (back substitution), batched.
+
+    Args:
+        lower: shape ``(..., n, n)``, lower triangular and invertible.
+        b: shape ``(..., n)`` (one fewer axis than ``lower``) or ``(..., n, k)``.
+
+    Returns:
+        ``L⁻ᵀ b``, shape of ``b`` (batch axes broadcast).
+    """
+    n = lower.shape[-1]
+    vector = b.ndim == lower.ndim - 1
+    if n > _UNROLL_MAX_ROWS:
+        return _substitute(lower, b, vector, transpose=True)
+    rows = [None] * n
+    for i in reversed(range(n)):
+        acc = b[..., i] if vector else b[..., i, :]
+        for j in range(i + 1, n):
+            coef = lower[..., j, i] if vector else lower[..., j, i, None]
+            acc = acc - coef * rows[j]
+        rows[i] = acc / (lower[..., i, i] if vector else lower[..., i, i, None])
+    return jnp.stack(rows, axis=-1 if vector else -2)
 
 
 def safe_solve_lower(lower: jax.Array, b: jax.Array) -> jax.Array:

@@ -1,0 +1,102 @@
+"""Square-root linear algebra (``numpyro_ssm.ops.linalg``) against NumPy / SciPy.
+
+``tria`` and the triangular solves have two LAPACK-free paths each: unrolled arithmetic for one
+small matrix, and a ``fori_loop`` for batched stacks and large matrices. Both are checked here,
+in float64 against NumPy's Cholesky and SciPy's triangular solves, and in float32.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.linalg
+
+from numpyro_ssm.ops.linalg import solve_lower, solve_lower_transpose, tria
+
+# (shape, path): a single matrix of at most 16 rows is unrolled; anything batched, or taller,
+# runs the loop.
+TRIA_SHAPES = [
+    (3, 7),  # wide, unrolled
+    (6, 6),  # square, unrolled
+    (5, 2),  # narrow (zero-padded), unrolled
+    (4, 3, 7),  # batched: loop
+    (2, 3, 8, 4),  # two batch axes, narrow: loop
+    (20, 33),  # tall single matrix: loop
+]
+
+
+def _reference_tria(a):
+    """The lower Cholesky factor of ``a aᵀ`` (full row rank), by NumPy."""
+    return np.linalg.cholesky(a @ np.swapaxes(a, -1, -2))
+
+
+@pytest.mark.parametrize("shape", TRIA_SHAPES, ids=str)
+def test_tria_equals_cholesky_of_the_product(shape):
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=shape)
+    if shape[-1] < shape[-2]:  # narrow: a aᵀ is singular, compare the product instead
+        lower = np.asarray(tria(jnp.asarray(a)))
+        np.testing.assert_allclose(
+            lower @ np.swapaxes(lower, -1, -2), a @ np.swapaxes(a, -1, -2), rtol=1e-12, atol=1e-12
+        )
+    else:
+        np.testing.assert_allclose(tria(jnp.asarray(a)), _reference_tria(a), rtol=1e-10)
+    lower = np.asarray(tria(jnp.asarray(a)))
+    assert np.all(np.triu(lower, 1) == 0.0)
+    assert np.all(np.diagonal(lower, axis1=-2, axis2=-1) >= 0.0)
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_tria_rank_deficient_rows(batched):
+    """A zero row (an exactly known state) gives a zero row and column, no NaN."""
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=(3, 5, 8) if batched else (5, 8))
+    a[..., 2, :] = 0.0
+    lower = np.asarray(tria(jnp.asarray(a)))
+    assert np.isfinite(lower).all()
+    np.testing.assert_allclose(
+        lower @ np.swapaxes(lower, -1, -2), a @ np.swapaxes(a, -1, -2), atol=1e-12
+    )
+    np.testing.assert_array_equal(lower[..., 2, :], 0.0)
+
+
+@pytest.mark.parametrize("n", [5, 20], ids=["unrolled", "loop"])
+@pytest.mark.parametrize("rhs", ["vector", "matrix"])
+@pytest.mark.parametrize("batch", [(), (4,)], ids=["single", "batched"])
+def test_triangular_solves_match_scipy(n, rhs, batch):
+    rng = np.random.default_rng(2)
+    lower = np.tril(rng.normal(size=batch + (n, n))) + 4.0 * np.eye(n)
+    b = rng.normal(size=batch + ((n,) if rhs == "vector" else (n, 3)))
+    x = np.asarray(solve_lower(jnp.asarray(lower), jnp.asarray(b)))
+    x_t = np.asarray(solve_lower_transpose(jnp.asarray(lower), jnp.asarray(b)))
+    assert x.shape == b.shape and x_t.shape == b.shape
+    for idx in np.ndindex(batch):
+        np.testing.assert_allclose(
+            x[idx], scipy.linalg.solve_triangular(lower[idx], b[idx], lower=True), rtol=1e-12
+        )
+        np.testing.assert_allclose(
+            x_t[idx],
+            scipy.linalg.solve_triangular(lower[idx], b[idx], lower=True, trans="T"),
+            rtol=1e-12,
+        )
+
+
+@pytest.mark.parametrize("shape", [(6, 12), (8, 16, 16)], ids=["unrolled", "loop"])
+def test_float32_paths(shape):
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=shape)
+    lower = tria(jnp.asarray(a, jnp.float32))
+    assert lower.dtype == jnp.float32
+    np.testing.assert_allclose(lower, _reference_tria(a), rtol=2e-4, atol=2e-5)
+    b = rng.normal(size=shape[:-1])
+    x = solve_lower(lower, jnp.asarray(b, jnp.float32))
+    assert x.dtype == jnp.float32
+    np.testing.assert_allclose(
+        jnp.einsum("...ij,...j->...i", lower, x), b.astype(np.float32), rtol=1e-4, atol=1e-4
+    )
+
+
+def test_tria_under_jit_and_vmap_agree_with_the_loop():
+    rng = np.random.default_rng(4)
+    a = jnp.asarray(rng.normal(size=(5, 4, 9)))
+    np.testing.assert_allclose(jax.vmap(jax.jit(tria))(a), tria(a), rtol=1e-12, atol=1e-13)
