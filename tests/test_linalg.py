@@ -2,7 +2,8 @@
 
 ``tria`` and the triangular solves have two LAPACK-free paths each: unrolled arithmetic for one
 small matrix, and a ``fori_loop`` for batched stacks and large matrices. Both are checked here,
-in float64 against NumPy's Cholesky and SciPy's triangular solves, and in float32.
+in float64 against NumPy's Cholesky and SciPy's triangular solves, and in float32; ``tria``'s
+derivative (which accumulates the orthogonal factor in the same loop) against differences.
 """
 
 import jax
@@ -13,8 +14,7 @@ import scipy.linalg
 
 from numpyro_ssm.ops.linalg import solve_lower, solve_lower_transpose, tria
 
-# (shape, path): a single matrix of at most 16 rows is unrolled; anything batched, or taller,
-# runs the loop.
+# A single matrix of at most 16 rows is unrolled; anything batched, or taller, runs the loop.
 TRIA_SHAPES = [
     (3, 7),  # wide, unrolled
     (6, 6),  # square, unrolled
@@ -60,7 +60,7 @@ def test_tria_rank_deficient_rows(batched):
     np.testing.assert_array_equal(lower[..., 2, :], 0.0)
 
 
-@pytest.mark.parametrize("n", [5, 20], ids=["unrolled", "loop"])
+@pytest.mark.parametrize("n", [5, 20], ids=["small", "large"])
 @pytest.mark.parametrize("rhs", ["vector", "matrix"])
 @pytest.mark.parametrize("batch", [(), (4,)], ids=["single", "batched"])
 def test_triangular_solves_match_scipy(n, rhs, batch):
@@ -100,3 +100,14 @@ def test_tria_under_jit_and_vmap_agree_with_the_loop():
     rng = np.random.default_rng(4)
     a = jnp.asarray(rng.normal(size=(5, 4, 9)))
     np.testing.assert_allclose(jax.vmap(jax.jit(tria))(a), tria(a), rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("shape", [(3, 5), (4, 3, 5), (18, 20)], ids=["single", "batched", "tall"])
+def test_tria_derivative_matches_central_differences(shape):
+    rng = np.random.default_rng(5)
+    a = jnp.asarray(rng.normal(size=shape))
+    direction = jnp.asarray(rng.normal(size=shape))
+    _, tangent = jax.jvp(tria, (a,), (direction,))
+    h = 1e-6
+    difference = (tria(a + h * direction) - tria(a - h * direction)) / (2 * h)
+    np.testing.assert_allclose(tangent, difference, rtol=1e-6, atol=1e-7)

@@ -10,21 +10,23 @@ observation that is missing). The derivative used here is the one of the Cholesk
 ``A Aᵀ`` with a pseudo-inverse in place of ``L⁻¹``: exact where ``L`` is invertible, finite
 and zero along the null directions where it is not.
 
-**Small sizes.** A LAPACK QR (or triangular solve) is one opaque call per matrix; inside a
-sequential filter that call dominates the step. For the few-by-few stacks of state space models
-(up to ``_UNROLL_MAX_ROWS`` rows, batched or not) ``tria`` instead runs Householder
-reflections unrolled into plain ``jnp`` arithmetic, which XLA fuses into the surrounding step;
-:func:`solve_lower` and :func:`solve_lower_transpose` likewise unroll their substitutions.
-This also keeps batched LAPACK calls out of the associative scans: on jaxlib 0.10.2's CPU
-runtime a batched LAPACK call fans out over XLA's own thread pool and, with every worker busy
-in such a call, can wait forever (seen on a 2-core machine, float32 and float64). The derivative
-of ``tria`` still comes from the QR path: any two lower-triangular factors of ``A Aᵀ`` differ
-by an orthogonal matrix that no downstream quantity sees.
+**No LAPACK.** ``tria`` runs Householder reflections written in ``jnp``: unrolled in Python
+for one matrix of up to ``_UNROLL_MAX_ROWS`` rows (the sequential filters' step, where a LAPACK
+call per step would dominate and the unrolled arithmetic fuses with its neighbours), and in a
+``lax.fori_loop`` over full-width masked rows for batched stacks and taller matrices (the
+associative scans' combine, which is traced once per level: one loop body keeps compilation
+short). Its derivative needs the orthogonal factor too; the same loop accumulates it on an
+identity stacked below the input. :func:`solve_lower` and :func:`solve_lower_transpose` unroll
+or loop their substitutions the same way.
+
+The point is not only speed. On jaxlib 0.10.2's CPU runtime a *batched* LAPACK call fans out
+over XLA's own thread pool, and once every worker sits in such a call waiting for its share, the
+program waits forever (seen on a 2-core machine: the parallel filter's gradient never returned,
+with the workers parked in ``jax::ParallelBatchMap``).
 """
 
 import jax
 import jax.numpy as jnp
-from jax.scipy.linalg import solve_triangular
 
 __all__ = [
     "chol_logdet",
@@ -87,16 +89,21 @@ def _householder_tria(a):
     return lower + jnp.stack(diag, axis=-1)[..., None, :] * jnp.eye(n, dtype=a.dtype)
 
 
-def _householder_tria_loop(a):
-    """``tria`` by the same reflections in a ``lax.fori_loop``, for batched stacks.
-
-    One loop body over full-width rows (columns left of ``i`` masked), so a stack combined at
-    every level of an associative scan compiles once per level instead of ``n`` unrolled times.
-    """
-    a = jnp.asarray(a)
+def _pad_columns(a):
     n, m = a.shape[-2], a.shape[-1]
-    if m < n:
-        a = jnp.concatenate([a, jnp.zeros(a.shape[:-1] + (n - m,), a.dtype)], axis=-1)
+    if m >= n:
+        return a
+    return jnp.concatenate([a, jnp.zeros(a.shape[:-1] + (n - m,), a.dtype)], axis=-1)
+
+
+def _reflect_loop(a, n):
+    """Householder reflections from the right, defined by rows ``0..n-1``, in a ``fori_loop``.
+
+    Reflection ``i`` zeroes row ``i`` right of column ``i`` and is applied to every row of
+    ``a`` (rows below ``n`` are carried along, e.g. an identity that accumulates ``Q``). Column
+    ``i`` is then flipped so that the diagonal is ``>= 0``. One loop body over full-width rows
+    (columns left of ``i`` masked), so a batched stack compiles once rather than unrolled.
+    """
     cols = jnp.arange(a.shape[-1])
 
     def reflect(i, a):
@@ -108,24 +115,32 @@ def _householder_tria_loop(a):
         v = x + jnp.where(cols == i, (sign * norm)[..., None], 0.0)
         vv = norm * (norm + jnp.abs(x_i))  # = vᵀv / 2
         scale = jnp.where(vv > 0, 1.0 / jnp.where(vv > 0, vv, 1.0), 0.0)
-        proj = jnp.sum(a * v[..., None, :], axis=-1, keepdims=True)  # rows above: 0
+        proj = jnp.sum(a * v[..., None, :], axis=-1, keepdims=True)
         a = a - proj * (scale[..., None, None] * v[..., None, :])
         flip = jnp.where(norm > 0, -sign, 1.0)[..., None, None]
         return a * jnp.where(cols == i, flip, 1.0)
 
-    a = jax.lax.fori_loop(0, n, reflect, a)
-    return jnp.tril(a[..., :, :n])
+    return jax.lax.fori_loop(0, n, reflect, a)
+
+
+def _householder_tria_loop(a):
+    """``tria`` by reflections in a loop: for batched stacks and tall matrices."""
+    a = _pad_columns(jnp.asarray(a))
+    n = a.shape[-2]
+    return jnp.tril(_reflect_loop(a, n)[..., :, :n])
 
 
 def _tria_and_q(a):
+    """``(L, q, a_padded)`` with ``a_padded = L qᵀ`` and ``q`` (m, n) orthonormal columns.
+
+    The reflections that triangularize ``a`` also act on an identity stacked below it, which
+    accumulates the orthogonal factor (no LAPACK; see the module docstring).
+    """
+    a = _pad_columns(jnp.asarray(a))
     n, m = a.shape[-2], a.shape[-1]
-    if m < n:  # pad with zero columns so that QR of the transpose is tall
-        pad = jnp.zeros(a.shape[:-1] + (n - m,), a.dtype)
-        a = jnp.concatenate([a, pad], axis=-1)
-    q, r = jnp.linalg.qr(jnp.swapaxes(a, -1, -2))  # a.T = q r, q (m, n), r (n, n)
-    sign = jnp.where(jnp.diagonal(r, axis1=-2, axis2=-1) < 0, -1.0, 1.0).astype(a.dtype)
-    lower = jnp.swapaxes(r, -1, -2) * sign[..., None, :]
-    return lower, q * sign[..., None, :], a
+    eye = jnp.broadcast_to(jnp.eye(m, dtype=a.dtype), a.shape[:-2] + (m, m))
+    out = _reflect_loop(jnp.concatenate([a, eye], axis=-2), n)
+    return jnp.tril(out[..., :n, :n]), out[..., n:, :n], a
 
 
 @jax.custom_jvp
@@ -211,10 +226,9 @@ def solve_lower(lower: jax.Array, b: jax.Array) -> jax.Array:
     """
     n = lower.shape[-1]
     vector = b.ndim == lower.ndim - 1
-    if n > _UNROLL_MAX_ROWS:
+    if lower.ndim > 2 or n > _UNROLL_MAX_ROWS:
         return _substitute(lower, b, vector, transpose=False)
-    # forward substitution unrolled into fused arithmetic: no LAPACK call per step, and no
-    # batched LAPACK call (whose thread-pool fan-out can wedge XLA's CPU runtime)
+    # one small matrix: forward substitution unrolled into fused arithmetic
     rows = []
     for i in range(n):
         acc = b[..., i] if vector else b[..., i, :]
@@ -237,7 +251,7 @@ def solve_lower_transpose(lower: jax.Array, b: jax.Array) -> jax.Array:
     """
     n = lower.shape[-1]
     vector = b.ndim == lower.ndim - 1
-    if n > _UNROLL_MAX_ROWS:
+    if lower.ndim > 2 or n > _UNROLL_MAX_ROWS:
         return _substitute(lower, b, vector, transpose=True)
     rows = [None] * n
     for i in reversed(range(n)):
@@ -267,7 +281,7 @@ def safe_solve_lower(lower: jax.Array, b: jax.Array) -> jax.Array:
     eye = jnp.eye(n, dtype=lower.dtype)
     lower_safe = jnp.where(zero[..., :, None], eye, lower)
     b_safe = jnp.where(zero[..., :, None], 0.0, b)
-    x = solve_triangular(lower_safe, b_safe, lower=True)
+    x = solve_lower(lower_safe, b_safe)
     return jnp.where(zero[..., :, None], 0.0, x)
 
 
