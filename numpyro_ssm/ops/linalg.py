@@ -214,6 +214,25 @@ def _substitute(lower, b, vector, transpose):
     return x[..., 0] if vector else x
 
 
+def _solve(lower, b, transpose):
+    """``L⁻¹ b`` (or ``L⁻ᵀ b``): unrolled for one small matrix, else :func:`_substitute`."""
+    n = lower.shape[-1]
+    vector = b.ndim == lower.ndim - 1
+    if lower.ndim > 2 or n > _UNROLL_MAX_ROWS:
+        return _substitute(lower, b, vector, transpose)
+    # one small matrix: forward (back) substitution unrolled into fused arithmetic
+    mat = lower.T if transpose else lower
+    rhs = b[..., None] if vector else b
+    rows = [None] * n
+    for i in reversed(range(n)) if transpose else range(n):
+        acc = rhs[..., i, :]
+        for j in range(i + 1, n) if transpose else range(i):
+            acc = acc - mat[i, j] * rows[j]
+        rows[i] = acc / mat[i, i]
+    x = jnp.stack(rows, axis=-2)
+    return x[..., 0] if vector else x
+
+
 def solve_lower(lower: jax.Array, b: jax.Array) -> jax.Array:
     """Solve ``L x = b`` for lower-triangular ``L``, batched over leading axes.
 
@@ -224,19 +243,7 @@ def solve_lower(lower: jax.Array, b: jax.Array) -> jax.Array:
     Returns:
         ``L⁻¹ b``, shape of ``b`` (batch axes broadcast).
     """
-    n = lower.shape[-1]
-    vector = b.ndim == lower.ndim - 1
-    if lower.ndim > 2 or n > _UNROLL_MAX_ROWS:
-        return _substitute(lower, b, vector, transpose=False)
-    # one small matrix: forward substitution unrolled into fused arithmetic
-    rows = []
-    for i in range(n):
-        acc = b[..., i] if vector else b[..., i, :]
-        for j in range(i):
-            coef = lower[..., i, j] if vector else lower[..., i, j, None]
-            acc = acc - coef * rows[j]
-        rows.append(acc / (lower[..., i, i] if vector else lower[..., i, i, None]))
-    return jnp.stack(rows, axis=-1 if vector else -2)
+    return _solve(lower, b, transpose=False)
 
 
 def solve_lower_transpose(lower: jax.Array, b: jax.Array) -> jax.Array:
@@ -249,18 +256,7 @@ def solve_lower_transpose(lower: jax.Array, b: jax.Array) -> jax.Array:
     Returns:
         ``L⁻ᵀ b``, shape of ``b`` (batch axes broadcast).
     """
-    n = lower.shape[-1]
-    vector = b.ndim == lower.ndim - 1
-    if lower.ndim > 2 or n > _UNROLL_MAX_ROWS:
-        return _substitute(lower, b, vector, transpose=True)
-    rows = [None] * n
-    for i in reversed(range(n)):
-        acc = b[..., i] if vector else b[..., i, :]
-        for j in range(i + 1, n):
-            coef = lower[..., j, i] if vector else lower[..., j, i, None]
-            acc = acc - coef * rows[j]
-        rows[i] = acc / (lower[..., i, i] if vector else lower[..., i, i, None])
-    return jnp.stack(rows, axis=-1 if vector else -2)
+    return _solve(lower, b, transpose=True)
 
 
 def safe_solve_lower(lower: jax.Array, b: jax.Array) -> jax.Array:
