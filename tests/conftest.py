@@ -2,8 +2,38 @@
 
 float32 checks pass float32 arrays explicitly and assert the output dtype, so they test the
 float32 code path even with x64 enabled.
+
+A pytest worker compiles thousands of XLA executables, and JAX's caches keep them all alive.
+On CPU each executable maps its kernels' object code into memory, a few hundred mappings for a
+scan with many fusions, and Linux caps a process at ``vm.max_map_count`` (65 530 by default).
+At that cap LLVM cannot map the next kernel and aborts the worker (seen in CI: "Fatal Python
+error: Aborted" while compiling, after ~7 700 modules). So the caches are cleared whenever the
+worker's mappings pass a threshold.
 """
 
+import gc
+import os
+
 import jax
+import pytest
 
 jax.config.update("jax_enable_x64", True)
+
+# Clear JAX's caches when the process holds more memory mappings than this (Linux only).
+MAX_MAPPINGS = 20_000
+
+
+def _mappings():
+    try:
+        with open(f"/proc/{os.getpid()}/maps") as f:
+            return sum(1 for _ in f)
+    except OSError:
+        return 0
+
+
+@pytest.fixture(autouse=True)
+def _bounded_executable_cache():
+    yield
+    if _mappings() > MAX_MAPPINGS:
+        jax.clear_caches()
+        gc.collect()
