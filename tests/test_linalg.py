@@ -1,9 +1,10 @@
 """Square-root linear algebra (``numpyro_ssm.ops.linalg``) against NumPy / SciPy.
 
-``tria`` and the triangular solves have two LAPACK-free paths each: unrolled arithmetic for one
-small matrix, and a ``fori_loop`` for batched stacks and large matrices. Both are checked here,
-in float64 against NumPy's Cholesky and SciPy's triangular solves, and in float32; ``tria``'s
-derivative (which accumulates the orthogonal factor in the same loop) against differences.
+``tria``, ``cholesky`` and the triangular solves have two LAPACK-free paths each: unrolled
+arithmetic for one small matrix, and a ``fori_loop`` for batched stacks and large matrices. Both
+are checked here, in float64 against NumPy's Cholesky and SciPy's triangular solves, and in
+float32; the derivatives of ``tria`` (which accumulates the orthogonal factor in the same loop)
+and ``cholesky`` against central differences.
 """
 
 import jax
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from numpyro_ssm.ops.linalg import solve_lower, solve_lower_transpose, tria
+from numpyro_ssm.ops.linalg import cholesky, solve_lower, solve_lower_transpose, tria
 
 # A single matrix of at most 16 rows is unrolled; anything batched, or taller, runs the loop.
 TRIA_SHAPES = [
@@ -111,3 +112,38 @@ def test_tria_derivative_matches_central_differences(shape):
     h = 1e-6
     difference = (tria(a + h * direction) - tria(a - h * direction)) / (2 * h)
     np.testing.assert_allclose(tangent, difference, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (5, 5), (3, 1, 4, 4), (20, 20), (2, 18, 18)], ids=str)
+def test_cholesky_matches_numpy(shape):
+    rng = np.random.default_rng(6)
+    a = rng.normal(size=shape[:-1] + (shape[-1] + 2,))
+    cov = a @ np.swapaxes(a, -1, -2)
+    np.testing.assert_allclose(cholesky(cov), np.linalg.cholesky(cov), rtol=1e-10, atol=1e-12)
+    # float32 input stays float32
+    lower32 = cholesky(jnp.asarray(cov, jnp.float32))
+    assert lower32.dtype == jnp.float32
+    np.testing.assert_allclose(lower32, np.linalg.cholesky(cov), rtol=2e-3, atol=2e-4)
+
+
+@pytest.mark.parametrize("n", [3, 17], ids=["unrolled", "loop"])
+def test_cholesky_gradient_matches_central_differences(n):
+    rng = np.random.default_rng(7)
+    a = rng.normal(size=(n, n + 1))
+    cov = jnp.asarray(a @ a.T)
+    direction = rng.normal(size=(n, n))
+    direction = jnp.asarray(direction + direction.T)
+    weights = jnp.asarray(rng.normal(size=(n, n)))
+
+    def f(c):
+        return jnp.sum(weights * cholesky(c))
+
+    h = 1e-6
+    difference = (f(cov + h * direction) - f(cov - h * direction)) / (2 * h)
+    np.testing.assert_allclose(jnp.sum(jax.grad(f)(cov) * direction), difference, rtol=1e-6)
+
+
+def test_cholesky_of_an_indefinite_matrix_is_nan_like_lapack():
+    cov = np.array([[1.0, 2.0], [2.0, 1.0]])
+    assert np.isnan(np.asarray(cholesky(cov))).any()
+    assert np.isnan(np.asarray(jnp.linalg.cholesky(cov))).any()

@@ -30,6 +30,7 @@ from numpyro_ssm.distributions._lgssm_params import (
 )
 from numpyro_ssm.ops import kalman as kalman_ops
 from numpyro_ssm.ops import kalman_smoothing as smoother_ops
+from numpyro_ssm.ops.linalg import cholesky
 
 __all__ = ["LinearGaussianSSM"]
 
@@ -171,7 +172,7 @@ class LinearGaussianSSM(Distribution):
             if cov is not None:
                 cov = jnp.asarray(cov)
                 setattr(self, f"{prefix}_cov", cov)
-                tril = jnp.linalg.cholesky(cov)
+                tril = cholesky(cov)
             setattr(self, f"{prefix}_scale_tril", jnp.asarray(tril))
         S, D = self.initial_mean.shape[-1], event_shape[1]
         self.transition_bias = (

@@ -16,8 +16,8 @@ call per step would dominate and the unrolled arithmetic fuses with its neighbou
 ``lax.fori_loop`` over full-width masked rows for batched stacks and taller matrices (the
 associative scans' combine, which is traced once per level: one loop body keeps compilation
 short). Its derivative needs the orthogonal factor too; the same loop accumulates it on an
-identity stacked below the input. :func:`solve_lower` and :func:`solve_lower_transpose` unroll
-or loop their substitutions the same way.
+identity stacked below the input. :func:`solve_lower`, :func:`solve_lower_transpose` and
+:func:`cholesky` (for covariances given as ``*_cov``) unroll or loop the same way.
 
 The point is not only speed. On jaxlib 0.10.2's CPU runtime a *batched* LAPACK call fans out
 over XLA's own thread pool, and once every worker sits in such a call waiting for its share, the
@@ -30,6 +30,7 @@ import jax.numpy as jnp
 
 __all__ = [
     "chol_logdet",
+    "cholesky",
     "matmul_small",
     "safe_solve_lower",
     "solve_lower",
@@ -291,3 +292,60 @@ def chol_logdet(lower: jax.Array) -> jax.Array:
         Shape ``(...)``.
     """
     return 2.0 * jnp.sum(jnp.log(jnp.abs(jnp.diagonal(lower, axis1=-2, axis2=-1))), axis=-1)
+
+
+def _cholesky_unrolled(cov):
+    """Cholesky–Banachiewicz unrolled in Python: elementwise over any batch axes."""
+    n = cov.shape[-1]
+    rows = [[None] * n for _ in range(n)]
+    for j in range(n):
+        acc = cov[..., j, j]
+        for k in range(j):
+            acc = acc - rows[j][k] * rows[j][k]
+        pivot = jnp.sqrt(acc)
+        rows[j][j] = pivot
+        for i in range(j + 1, n):
+            acc = cov[..., i, j]
+            for k in range(j):
+                acc = acc - rows[i][k] * rows[j][k]
+            rows[i][j] = acc / pivot
+    zero = jnp.zeros(cov.shape[:-2], cov.dtype)
+    return jnp.stack(
+        [jnp.stack([rows[i][j] if j <= i else zero for j in range(n)], axis=-1) for i in range(n)],
+        axis=-2,
+    )
+
+
+def _cholesky_loop(cov):
+    """Column-by-column Cholesky in a ``lax.fori_loop`` (large ``n``), batched."""
+    n = cov.shape[-1]
+    idx = jnp.arange(n)
+
+    def column(j, lower):
+        row_j = jnp.take(lower, j, axis=-2)  # (..., n), zero from column j on
+        acc = jnp.take(cov, j, axis=-1) - jnp.sum(lower * row_j[..., None, :], axis=-1)
+        pivot = jnp.sqrt(jnp.take(acc, j, axis=-1))[..., None]
+        col = jnp.where(idx > j, acc / pivot, jnp.where(idx == j, pivot, 0.0))
+        return jnp.where(idx == j, col[..., :, None], lower)
+
+    return jax.lax.fori_loop(0, n, column, jnp.zeros_like(cov))
+
+
+def cholesky(cov: jax.Array) -> jax.Array:
+    """Lower Cholesky factor of a symmetric positive-definite matrix, batched, without LAPACK.
+
+    Unrolled for ``n <= 16`` (elementwise arithmetic over any batch axes), a ``fori_loop`` over
+    columns otherwise. Only the lower triangle of ``cov`` is read. Like ``jnp.linalg.cholesky``
+    the result has NaN where ``cov`` is not positive definite (NumPyro's ``validate_args``
+    rejects such input with a clear error first).
+
+    Args:
+        cov: shape ``(..., n, n)``.
+
+    Returns:
+        Shape ``(..., n, n)``: ``L`` lower triangular with a positive diagonal, ``L Lᵀ = cov``.
+    """
+    cov = jnp.asarray(cov)
+    if cov.shape[-1] <= _UNROLL_MAX_ROWS:
+        return _cholesky_unrolled(cov)
+    return _cholesky_loop(cov)
