@@ -30,6 +30,10 @@ What is timed, for each (dtype, S, T) cell, on one shared problem:
   float64, 1e-3 in float32).
 - Ratio columns are numpyro_ssm's serial (parallel) time over the row's: above 1 means
   numpyro_ssm is slower.
+- ``--isolate`` runs each cell's methods in a child process watched by
+  ``benchmarks/_watchdog``: a method that deadlocks (dynamax's parallel filter at T = 10⁵ on
+  jaxlib 0.10.2's CPU runtime) is reported as hung and the others go on. The methods of a cell
+  still run side by side in one process.
 - The default grid stops at T = 10³ because on a 2-core CPU compilation dominates the run: each
   parallel scan (ours and dynamax's) takes 10 to 100 s to compile, more for larger T (the
   associative scan unrolls about log2(T) levels).
@@ -38,7 +42,7 @@ Typical use::
 
     python benchmarks/lgssm.py --quick                       # S=2, T=1000: a smoke run
     python benchmarks/lgssm.py                               # S=2,8,32, T=1e3 (minutes)
-    python benchmarks/lgssm.py --S 2 8 32 --T 1e3 1e4 1e5    # the full grid (slow on 2 cores)
+    python benchmarks/lgssm.py --S 2 8 32 --T 1e3 1e4 1e5 --isolate   # the full grid (slow)
     python benchmarks/lgssm.py --S 8 --T 10000 --methods serial tfp dynamax --markdown
 """
 
@@ -73,6 +77,7 @@ from benchmarks._timing import (  # noqa: E402
     warm_up_compiler,
     write_json,
 )
+from benchmarks._watchdog import child_record, run_isolated  # noqa: E402
 
 METHODS = ("serial", "parallel", "tfp", "dynamax", "dynamax_parallel", "statsmodels")
 OURS = ("serial", "parallel")
@@ -300,8 +305,8 @@ def agreement(result, reference, dtype):
     return "yes" if rel <= rtol else f"NO: rel. diff {rel:.1e}"
 
 
-def run_cell(dtype, state_dim, num_steps, args, notes):
-    """Run every method on one cell; return ``{method: result}``."""
+def run_methods(dtype, state_dim, num_steps, args):
+    """Run ``args.methods`` on one cell in this process; return ``{method: result}``."""
     params, y = make_problem(state_dim, num_steps, dtype, seed=args.seed)
     results = {}
     for method in args.methods:
@@ -313,13 +318,31 @@ def run_cell(dtype, state_dim, num_steps, args, notes):
         except Exception as err:  # noqa: BLE001 - a failing peer must not stop the others
             res = {"note": f"failed: {type(err).__name__}: {str(err)[:200]}"}
             traceback.print_exc(limit=2, file=sys.stderr)
+        results[method] = res
+        child_record(args.child_out, method, res)
+        print(f"# {tag}: {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
+    return results
+
+
+def run_cell(dtype, state_dim, num_steps, args, notes):
+    """Every method on one cell (in a watched child with ``--isolate``); ``{method: result}``."""
+    if args.isolate:
+        child = [sys.executable, str(Path(__file__).resolve()), "--dtype", dtype]
+        child += ["--S", str(state_dim), "--T", str(num_steps), "--seed", str(args.seed)]
+        child += ["--repeats", str(args.repeats), "--min-time", str(args.min_time)]
+        child += ["--max-gb", str(args.max_gb)]
+        raw = run_isolated(child, args.methods, args.timeout)
+    else:
+        raw = run_methods(dtype, state_dim, num_steps, args)
+    results = {}
+    for method, res in raw.items():
         if "omit" in res:
             if res["omit"] not in notes:
                 notes.append(res["omit"])
             continue
         results[method] = res
+        tag = f"{dtype} S={state_dim} T={fmt_steps(num_steps)} {LABELS[method]}"
         notes += [f"{tag}: {res[k]}" for k in ("note", "grad_note") if k in res]
-        print(f"# {tag}: {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
     reference = results.get("serial", {}).get("log_likelihood")
     for res in results.values():
         res["agrees"] = agreement(res, reference, dtype)
@@ -428,6 +451,15 @@ def parse_args(argv=None):
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     parser.add_argument("--json", help="also write the results and ratios to this JSON file")
     parser.add_argument("--quick", action="store_true", help="S=2, T=1000, 3 repeats (smoke run)")
+    parser.add_argument(
+        "--isolate",
+        action="store_true",
+        help="run each cell in a watched child process: a hung peer is reported, not waited on",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=1800.0, help="--isolate: longest wait for one method, s"
+    )
+    parser.add_argument("--child-out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
         args.S, args.T, args.repeats, args.min_time = [2], [1e3], 3, 0.0
@@ -439,6 +471,10 @@ def main(argv=None):
     args = parse_args(argv)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
+    if args.child_out:  # a watched child of --isolate: one cell, results to the file only
+        warm_up_compiler()
+        run_methods(args.dtype[0], args.S[0], args.T[0], args)
+        return
     meta = machine_meta(EXTRA_VERSIONS)
     print("\n".join(machine_lines(meta)) + "\n", flush=True)
     warm_up_compiler()
