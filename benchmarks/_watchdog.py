@@ -33,7 +33,7 @@ def _read(path):
     if os.path.exists(path):
         with open(path) as f:
             for line in f:
-                if line.strip():
+                if line.endswith("\n"):  # a line still being written is read next time
                     results.update(json.loads(line))
     return results
 
