@@ -147,3 +147,60 @@ def test_cholesky_of_an_indefinite_matrix_is_nan_like_lapack():
     cov = np.array([[1.0, 2.0], [2.0, 1.0]])
     assert np.isnan(np.asarray(cholesky(cov))).any()
     assert np.isnan(np.asarray(jnp.linalg.cholesky(cov))).any()
+
+
+def test_large_single_matrix_path_under_vmap_and_jit():
+    """Above 16 rows one matrix takes one LAPACK call; under vmap a sequential map of them."""
+    rng = np.random.default_rng(8)
+    a = rng.normal(size=(3, 20, 30))
+    expected = _reference_tria(a)
+    np.testing.assert_allclose(jax.vmap(tria)(a), expected, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(
+        jax.jit(jax.vmap(jax.vmap(tria)))(a[None]), expected[None], rtol=1e-10, atol=1e-12
+    )
+    lower = jnp.asarray(expected)
+    b = rng.normal(size=(3, 20, 4))
+    for solve, trans in ((solve_lower, False), (solve_lower_transpose, True)):
+        want = [
+            scipy.linalg.solve_triangular(expected[i], b[i], lower=True, trans=int(trans))
+            for i in range(3)
+        ]
+        np.testing.assert_allclose(jax.vmap(solve)(lower, b), want, rtol=1e-10)
+        np.testing.assert_allclose(
+            jax.vmap(solve, (None, 0))(lower[0], b),
+            [
+                scipy.linalg.solve_triangular(expected[0], b[i], lower=True, trans=int(trans))
+                for i in range(3)
+            ],
+            rtol=1e-10,
+        )
+        np.testing.assert_allclose(
+            jax.vmap(solve)(lower, b[..., 0]), np.asarray(want)[..., 0], rtol=1e-10
+        )
+
+
+@pytest.mark.parametrize("solve", [solve_lower, solve_lower_transpose], ids=["L", "Lt"])
+def test_large_single_solve_gradients_match_central_differences(solve):
+    rng = np.random.default_rng(9)
+    n = 18
+    lower = jnp.asarray(np.tril(rng.normal(size=(n, n))) + 4 * np.eye(n))
+    b = jnp.asarray(rng.normal(size=(n, 3)))
+    d_lower, d_b = (
+        jnp.asarray(np.tril(rng.normal(size=(n, n)))),
+        jnp.asarray(rng.normal(size=(n, 3))),
+    )
+    weights = jnp.asarray(rng.normal(size=(n, 3)))
+
+    def f(lo, rhs):
+        return jnp.sum(weights * solve(lo, rhs))
+
+    h = 1e-6
+    difference = (f(lower + h * d_lower, b + h * d_b) - f(lower - h * d_lower, b - h * d_b)) / (
+        2 * h
+    )
+    g_lower, g_b = jax.grad(f, argnums=(0, 1))(lower, b)
+    np.testing.assert_allclose(
+        jnp.sum(g_lower * d_lower) + jnp.sum(g_b * d_b), difference, rtol=1e-6
+    )
+    _, tangent = jax.jvp(f, (lower, b), (d_lower, d_b))
+    np.testing.assert_allclose(tangent, difference, rtol=1e-6)

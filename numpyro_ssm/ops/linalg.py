@@ -10,20 +10,25 @@ observation that is missing). The derivative used here is the one of the Cholesk
 ``A Aᵀ`` with a pseudo-inverse in place of ``L⁻¹``: exact where ``L`` is invertible, finite
 and zero along the null directions where it is not.
 
-**No LAPACK.** ``tria`` runs Householder reflections written in ``jnp``: unrolled in Python
-for one matrix of up to ``_UNROLL_MAX_ROWS`` rows (the sequential filters' step, where a LAPACK
-call per step would dominate and the unrolled arithmetic fuses with its neighbours), and in a
-``lax.fori_loop`` over full-width masked rows for batched stacks and taller matrices (the
-associative scans' combine, which is traced once per level: one loop body keeps compilation
-short). Its derivative needs the orthogonal factor too; the same loop accumulates it on an
-identity stacked below the input. :func:`solve_lower`, :func:`solve_lower_transpose` and
-:func:`cholesky` (for covariances given as ``*_cov``) unroll or loop the same way.
+**No batched LAPACK.** ``tria`` runs Householder reflections written in ``jnp``: unrolled in
+Python for one matrix of up to ``_UNROLL_MAX_ROWS`` rows (the sequential filters' step, where a
+LAPACK call per step would dominate and the unrolled arithmetic fuses with its neighbours), and
+in a ``lax.fori_loop`` over full-width masked rows for batched stacks (the associative scans'
+combine, which is traced once per level: one loop body keeps compilation short). One larger
+matrix (state dim above 16 in a sequential filter) gets one LAPACK QR, because 40-odd
+sequential reflections of small kernels cost ten times more. Under ``vmap`` that call becomes a
+``lax.map`` of single calls (``custom_vmap``), never one batched call. ``tria``'s derivative
+needs the orthogonal factor too; the loop accumulates it on an identity stacked below the
+input. :func:`solve_lower` and :func:`solve_lower_transpose` choose their path the same way;
+:func:`cholesky` (for covariances given as ``*_cov``) unrolls or loops.
 
 The point is not only speed. On jaxlib 0.10.2's CPU runtime a *batched* LAPACK call fans out
 over XLA's own thread pool, and once every worker sits in such a call waiting for its share, the
 program waits forever (seen on a 2-core machine: the parallel filter's gradient never returned,
 with the workers parked in ``jax::ParallelBatchMap``).
 """
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -144,6 +149,64 @@ def _tria_and_q(a):
     return jnp.tril(out[..., :n, :n]), out[..., n:, :n], a
 
 
+def _one_at_a_time(fn, axis_size, in_batched, *args):
+    """A ``custom_vmap`` rule: ``fn`` on each batch member in turn (a ``lax.map``)."""
+    args = [
+        x if batched else jnp.broadcast_to(x, (axis_size,) + x.shape)
+        for x, batched in zip(args, in_batched, strict=True)
+    ]
+    return jax.lax.map(lambda xs: fn(*xs), tuple(args)), True
+
+
+@jax.custom_batching.custom_vmap
+def _lapack_tria(a):
+    """``tria`` of one 2-D matrix by one LAPACK QR; under ``vmap``, one call per member."""
+    r = jnp.linalg.qr(_pad_columns(a).T, mode="r")  # (n, n) upper
+    sign = jnp.where(jnp.diagonal(r) < 0, -1.0, 1.0).astype(r.dtype)
+    return (r * sign[:, None]).T
+
+
+_lapack_tria.def_vmap(lambda size, batched, a: _one_at_a_time(_lapack_tria, size, batched, a))
+
+
+@jax.custom_batching.custom_vmap
+def _lapack_solve_lower(lower, b):
+    return jax.lax.linalg.triangular_solve(lower, b, left_side=True, lower=True)
+
+
+@jax.custom_batching.custom_vmap
+def _lapack_solve_lower_transpose(lower, b):
+    return jax.lax.linalg.triangular_solve(lower, b, left_side=True, lower=True, transpose_a=True)
+
+
+_lapack_solve_lower.def_vmap(
+    lambda size, batched, lower, b: _one_at_a_time(_lapack_solve_lower, size, batched, lower, b)
+)
+_lapack_solve_lower_transpose.def_vmap(
+    lambda size, batched, lower, b: _one_at_a_time(
+        _lapack_solve_lower_transpose, size, batched, lower, b
+    )
+)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
+def _lapack_solve(lower, b, transpose):
+    """``L⁻¹ b`` (``L⁻ᵀ b``) for one 2-D ``L`` and 2-D ``b`` by one LAPACK call.
+
+    Its derivative solves with :func:`_substitute` (plain ``jnp``, so reverse mode can transpose
+    it; a ``custom_vmap`` call cannot be transposed).
+    """
+    return (_lapack_solve_lower_transpose if transpose else _lapack_solve_lower)(lower, b)
+
+
+@_lapack_solve.defjvp
+def _lapack_solve_jvp(transpose, primals, tangents):
+    (lower, b), (d_lower, d_b) = primals, tangents
+    x = _lapack_solve(lower, b, transpose)
+    d_mat = jnp.swapaxes(d_lower, -1, -2) if transpose else d_lower
+    return x, _substitute(lower, d_b - d_mat @ x, vector=False, transpose=transpose)
+
+
 @jax.custom_jvp
 def tria(a: jax.Array) -> jax.Array:
     """Lower-triangular square root of ``a aᵀ``, through a QR decomposition of ``aᵀ``.
@@ -157,6 +220,8 @@ def tria(a: jax.Array) -> jax.Array:
     """
     if a.ndim == 2 and a.shape[-2] <= _UNROLL_MAX_ROWS:
         return _householder_tria(a)
+    if a.ndim == 2:
+        return _lapack_tria(a)
     return _householder_tria_loop(a)
 
 
@@ -219,8 +284,14 @@ def _solve(lower, b, transpose):
     """``L⁻¹ b`` (or ``L⁻ᵀ b``): unrolled for one small matrix, else :func:`_substitute`."""
     n = lower.shape[-1]
     vector = b.ndim == lower.ndim - 1
-    if lower.ndim > 2 or n > _UNROLL_MAX_ROWS:
+    if lower.ndim > 2:
         return _substitute(lower, b, vector, transpose)
+    if n > _UNROLL_MAX_ROWS:
+        rhs = b[..., None] if vector else b
+        if rhs.ndim > 2:
+            return _substitute(lower, b, vector, transpose)
+        x = _lapack_solve(lower, rhs, transpose)
+        return x[..., 0] if vector else x
     # one small matrix: forward (back) substitution unrolled into fused arithmetic
     mat = lower.T if transpose else lower
     rhs = b[..., None] if vector else b
