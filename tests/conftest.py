@@ -7,8 +7,8 @@ A pytest worker compiles thousands of XLA executables, and JAX's caches keep the
 On CPU each executable maps its kernels' object code into memory, a few hundred mappings for a
 scan with many fusions, and Linux caps a process at ``vm.max_map_count`` (65 530 by default).
 At that cap LLVM cannot map the next kernel and aborts the worker (seen in CI: "Fatal Python
-error: Aborted" while compiling, after ~7 700 modules). So the caches are cleared whenever the
-worker's mappings pass a threshold.
+error: Aborted" while compiling; reproduced here after ~7 700 modules). So the caches are
+cleared whenever the worker's mappings pass a threshold.
 """
 
 import gc

@@ -281,7 +281,11 @@ def _substitute(lower, b, vector, transpose):
 
 
 def _solve(lower, b, transpose):
-    """``L⁻¹ b`` (or ``L⁻ᵀ b``): unrolled for one small matrix, else :func:`_substitute`."""
+    """``L⁻¹ b`` (or ``L⁻ᵀ b``), by the path that fits the shapes.
+
+    Unrolled for one small matrix, one LAPACK call for one larger matrix and a 2-D right-hand
+    side, else :func:`_substitute`.
+    """
     n = lower.shape[-1]
     vector = b.ndim == lower.ndim - 1
     if lower.ndim > 2:
@@ -407,8 +411,8 @@ def cholesky(cov: jax.Array) -> jax.Array:
 
     Unrolled for ``n <= 16`` (elementwise arithmetic over any batch axes), a ``fori_loop`` over
     columns otherwise. Only the lower triangle of ``cov`` is read. Like ``jnp.linalg.cholesky``
-    the result has NaN where ``cov`` is not positive definite (NumPyro's ``validate_args``
-    rejects such input with a clear error first).
+    the result has NaN where ``cov`` is not positive definite (with ``validate_args=True``
+    NumPyro rejects such input with a clear error first).
 
     Args:
         cov: shape ``(..., n, n)``.
