@@ -139,7 +139,7 @@ def test_single_step_and_vmap():
 
 def test_state_dim_above_16_takes_single_lapack_calls():
     """S = 18: each step's stacks are over 16 rows, so tria and the solves make one LAPACK call
-    each (a sequential map of single calls under vmap). Checked against the dense Gaussian, for
+    each (the batched jnp loop under vmap). Checked against the dense Gaussian, for
     a vmapped batch of models, and with gradients (serial against parallel, which loops)."""
     params, y, mask = make_case(11, S=18, D=3, T=4, missing="entries")
     post = call(kalman_smoother, params, y, obs_mask=mask)

@@ -150,7 +150,7 @@ def test_cholesky_of_an_indefinite_matrix_is_nan_like_lapack():
 
 
 def test_large_single_matrix_path_under_vmap_and_jit():
-    """Above 16 rows one matrix takes one LAPACK call; under vmap a sequential map of them."""
+    """Above 16 rows one matrix takes one LAPACK call; under vmap, the batched jnp loop."""
     rng = np.random.default_rng(8)
     a = rng.normal(size=(3, 20, 30))
     expected = _reference_tria(a)

@@ -16,11 +16,12 @@ LAPACK call per step would dominate and the unrolled arithmetic fuses with its n
 in a ``lax.fori_loop`` over full-width masked rows for batched stacks (the associative scans'
 combine, which is traced once per level: one loop body keeps compilation short). One larger
 matrix (state dim above 16 in a sequential filter) gets one LAPACK QR, because 40-odd
-sequential reflections of small kernels cost ten times more. Under ``vmap`` that call becomes a
-``lax.map`` of single calls (``custom_vmap``), never one batched call. ``tria``'s derivative
-needs the orthogonal factor too; the loop accumulates it on an identity stacked below the
-input. :func:`solve_lower` and :func:`solve_lower_transpose` choose their path the same way;
-:func:`cholesky` (for covariances given as ``*_cov``) unrolls or loops.
+sequential reflections of small kernels cost ten times more. Under ``vmap`` (``custom_vmap``)
+it takes the batched loop instead, exactly as a batched stack does, never a batched LAPACK
+call. ``tria``'s derivative needs the orthogonal factor too; the loop accumulates it on an
+identity stacked below the input. :func:`solve_lower` and :func:`solve_lower_transpose`
+choose their path the same way; :func:`cholesky` (for covariances given as ``*_cov``) unrolls
+or loops.
 
 The point is not only speed. On jaxlib 0.10.2's CPU runtime a *batched* LAPACK call fans out
 over XLA's own thread pool, and once every worker sits in such a call waiting for its share, the
@@ -149,24 +150,15 @@ def _tria_and_q(a):
     return jnp.tril(out[..., :n, :n]), out[..., n:, :n], a
 
 
-def _one_at_a_time(fn, axis_size, in_batched, *args):
-    """A ``custom_vmap`` rule: ``fn`` on each batch member in turn (a ``lax.map``)."""
-    args = [
-        x if batched else jnp.broadcast_to(x, (axis_size,) + x.shape)
-        for x, batched in zip(args, in_batched, strict=True)
-    ]
-    return jax.lax.map(lambda xs: fn(*xs), tuple(args)), True
-
-
 @jax.custom_batching.custom_vmap
 def _lapack_tria(a):
-    """``tria`` of one 2-D matrix by one LAPACK QR; under ``vmap``, one call per member."""
+    """``tria`` of one 2-D matrix by one LAPACK QR; under ``vmap``, the batched loop."""
     r = jnp.linalg.qr(_pad_columns(a).T, mode="r")  # (n, n) upper
     sign = jnp.where(jnp.diagonal(r) < 0, -1.0, 1.0).astype(r.dtype)
     return (r * sign[:, None]).T
 
 
-_lapack_tria.def_vmap(lambda size, batched, a: _one_at_a_time(_lapack_tria, size, batched, a))
+_lapack_tria.def_vmap(lambda size, batched, a: (_householder_tria_loop(a), True))
 
 
 @jax.custom_batching.custom_vmap
@@ -179,13 +171,12 @@ def _lapack_solve_lower_transpose(lower, b):
     return jax.lax.linalg.triangular_solve(lower, b, left_side=True, lower=True, transpose_a=True)
 
 
+# Under vmap the solves substitute in a batched loop (unbatched operands broadcast in it).
 _lapack_solve_lower.def_vmap(
-    lambda size, batched, lower, b: _one_at_a_time(_lapack_solve_lower, size, batched, lower, b)
+    lambda size, batched, lower, b: (_substitute(lower, b, vector=False, transpose=False), True)
 )
 _lapack_solve_lower_transpose.def_vmap(
-    lambda size, batched, lower, b: _one_at_a_time(
-        _lapack_solve_lower_transpose, size, batched, lower, b
-    )
+    lambda size, batched, lower, b: (_substitute(lower, b, vector=False, transpose=True), True)
 )
 
 
