@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from oracles import hmm_brute_force
 
+from numpyro_ssm.ops import _hmm_forward as hmm_forward
 from numpyro_ssm.ops import hmm_filter, hmm_posterior_mode, hmm_posterior_sample, hmm_smoother
 
 RTOL = 1e-10
@@ -159,6 +160,50 @@ def test_serial_equals_parallel_long_time_varying_masked():
     )
 
 
+@pytest.mark.parametrize("time_varying", [False, True])
+def test_chunked_parallel_scans_equal_serial(monkeypatch, time_varying):
+    # Chunks of 16 steps (K = 5, float64): 18 full chunks and a tail of 12 transitions.
+    monkeypatch.setattr(hmm_forward, "_CHUNK_BYTES", 16 * 5 * 5 * 8)
+    assert hmm_forward._chunk_length(5, jnp.float64) == 16
+    rng = np.random.default_rng(13)
+    K, T = 5, 301  # a length no other test compiles, so no cached unchunked trace is reused
+    pi, A, ll = random_hmm(rng, K, T, time_varying=time_varying)
+    mask = rng.uniform(size=T) > 0.2
+    serial = hmm_smoother(pi, A, ll, obs_mask=mask)
+    chunked = hmm_smoother(pi, A, ll, obs_mask=mask, parallel=True)
+    for a, b in zip(serial, chunked, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+    np.testing.assert_array_equal(
+        hmm_posterior_mode(pi, A, ll, obs_mask=mask),
+        hmm_posterior_mode(pi, A, ll, obs_mask=mask, parallel=True),
+    )
+
+    def log_marginal(logits, ll, parallel):
+        return hmm_filter(
+            pi, transition_logits=logits, log_likelihoods=ll, obs_mask=mask, parallel=parallel
+        ).log_marginal
+
+    grad = jax.grad(log_marginal, argnums=(0, 1))
+    for a, b in zip(grad(np.log(A), ll, False), grad(np.log(A), ll, True), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+
+
+def test_parallel_log_marginal_has_forward_mode_and_hessians():
+    rng = np.random.default_rng(14)
+    pi, A, ll = random_hmm(rng, 3, 9, time_varying=True)
+
+    def log_marginal(ll, parallel):
+        return hmm_filter(pi, A, ll, parallel=parallel).log_marginal
+
+    tangent = rng.normal(size=ll.shape)
+    for parallel in (False, True):
+        _, jvp = jax.jvp(lambda x, p=parallel: log_marginal(x, p), (ll,), (tangent,))
+        ref = hmm_brute_force(pi, A, ll)
+        np.testing.assert_allclose(jvp, np.sum(ref.smoothed_probs * tangent), rtol=1e-9)
+    hessians = [jax.hessian(log_marginal)(ll, p) for p in (False, True)]
+    np.testing.assert_allclose(hessians[0], hessians[1], rtol=1e-8, atol=1e-12)
+
+
 @pytest.mark.parametrize("parallel", [False, True])
 def test_ffbs_path_frequencies_match_exact_posterior(parallel):
     rng = np.random.default_rng(4)
@@ -258,10 +303,13 @@ def test_float32_long_sequence_finite_value_and_gradients(parallel):
     assert value.dtype == jnp.float32
     assert np.isfinite(value)
     assert np.all(np.isfinite(g_trans)) and np.all(np.isfinite(g_ll))
-    # d log p / d ll are the smoothed marginals: each row sums to one.
+    # d log p / d ll are the smoothed marginals: each row sums to one, and they agree with a
+    # float64 smoother to float32 accuracy.
     np.testing.assert_allclose(np.asarray(g_ll).sum(-1), 1.0, atol=1e-3)
+    args64 = (pi.astype(np.float64), A.astype(np.float64), ll.astype(np.float64))
+    np.testing.assert_allclose(g_ll, hmm_smoother(*args64).smoothed_probs, atol=1e-3)
     # float32 value agrees with a float64 run to float32 accuracy.
-    value64 = hmm_filter(pi.astype(np.float64), A.astype(np.float64), ll.astype(np.float64))
+    value64 = hmm_filter(*args64)
     np.testing.assert_allclose(value, value64.log_marginal, rtol=1e-5)
     # Per-step increments are computed per step, not as differences of a cumulative sum of
     # magnitude ~1e6, so they keep float32 accuracy at every step.

@@ -1,9 +1,15 @@
-"""The HMM forward pass (sum-product) and the serial forward-backward recursion.
+"""The HMM forward pass (sum-product), forward-backward (serial and parallel) and the log marginal.
 
 Forward messages are row-normalized matrices with log-normalizers: an element ``(P, log_z)``
 stands for ``exp(log_z)[:, None] * P`` with rows of ``P`` summing to one, built with
 ``logsumexp`` so that exact zeros and log-likelihoods of ``-1e4`` are safe.
+
+The parallel scans run in chunks of :func:`_chunk_length` steps, so that the K x K elements alive
+at once stay within ``_CHUNK_BYTES`` whatever T: the parallel value and gradient at K = 50,
+T = 1e5 need about 3 GB instead of 24.
 """
+
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -12,6 +18,16 @@ from jax.scipy.special import logsumexp
 
 from numpyro_ssm.ops._hmm_common import _normalize, _safe_max, _with_transitions
 from numpyro_ssm.ops.scan import prefix_scan
+
+_CHUNK_BYTES = 2**28  # K x K elements per chunk of a parallel scan: 256 MB
+
+
+def _chunk_length(num_states, dtype):
+    """Steps per chunk of a parallel scan: ``_CHUNK_BYTES`` worth of K x K elements.
+
+    About 3.7 million steps at K = 3 (no chunking in practice), 13 000 at K = 50 in float64.
+    """
+    return max(1, _CHUNK_BYTES // (num_states * num_states * jnp.dtype(dtype).itemsize))
 
 
 def _forward_element(log_trans_t, log_lik_t):
@@ -43,10 +59,11 @@ def _forward_fold(carry, trans_t, log_lik_t):
     return _normalize(weighted, log_z + shift)
 
 
-def _forward(log_init, log_trans, log_lik, parallel):
+def _forward(log_init, log_trans, log_lik, parallel, chunk=None):
     """Forward pass of one sequence: ``(filtered_probs (T, K), log_evidence (T,))``.
 
-    ``log_evidence[t] = log p(y_{1:t})``; ``log_lik`` is already masked.
+    ``log_evidence[t] = log p(y_{1:t})``; ``log_lik`` is already masked. ``chunk`` overrides
+    :func:`_chunk_length` for the parallel scan.
     """
     first_log = log_init + log_lik[0]
     shift = _safe_max(first_log, axis=-1)
@@ -57,8 +74,16 @@ def _forward(log_init, log_trans, log_lik, parallel):
         fold = lambda carry, inp: _forward_fold(carry, trans, *inp)  # noqa: E731
     else:
         fold = lambda carry, inp: _forward_fold(carry, jnp.exp(inp[0]), inp[1])  # noqa: E731
+    if chunk is None:
+        chunk = _chunk_length(log_lik.shape[-1], log_lik.dtype)
     prefix = prefix_scan(
-        _forward_combine, make_element, first, inputs, parallel=parallel, fold=fold
+        _forward_combine,
+        make_element,
+        first,
+        inputs,
+        parallel=parallel,
+        fold=fold,
+        chunk_size=chunk,
     )
     probs, log_z = prefix
     return probs[:, 0, :], log_z[:, 0]
@@ -108,21 +133,82 @@ def _serial_smoother(log_init, log_trans, log_lik):
     return log_evidence[-1], filtered, log_evidence, smoothed, transitions
 
 
-@jax.custom_jvp
-def _serial_log_marginal(log_init, log_trans, log_lik):
-    """``log p(y_{1:T})`` by the sequential forward pass, differentiated by forward-backward.
+def _backward_combine(earlier, later):
+    """:func:`_forward_combine` with the log-normalizers shifted to peak at zero.
+
+    It is the product up to a positive scalar, which is all backward messages need, and no
+    offset grows with T to eat the digits of their differences (float32 at T = 1e5).
+    """
+    probs, log_z = _forward_combine(earlier, later)
+    return probs, log_z - _safe_max(log_z, axis=-1)
+
+
+def _log_backward(log_trans, log_lik, chunk):
+    """Parallel backward messages: ``log beta_t = log p(y_{t+1:T} | z_t) + c_t``, shape (T, K).
+
+    The suffix product ``A_t diag(lik_{t+1}) ... A_{T-1} diag(lik_T)`` applied to a matrix of
+    ones has every column equal to ``beta_t``: its rows are uniform and its log-normalizers are
+    ``log beta_t`` up to the constant ``c_t``.
+    """
+    num_states = log_lik.shape[-1]
+    make_element, inputs = _with_transitions(_forward_element, log_trans, (log_lik[1:],))
+    ones = (
+        jnp.full((num_states, num_states), 1.0 / num_states, log_lik.dtype),
+        jnp.zeros(num_states, log_lik.dtype),
+    )
+    _, log_beta = prefix_scan(
+        _backward_combine, make_element, ones, inputs, parallel=True, reverse=True, chunk_size=chunk
+    )
+    return log_beta
+
+
+def _parallel_smoother(log_init, log_trans, log_lik, chunk=None):
+    """Forward-backward by two associative scans, for one (masked) sequence.
+
+    The same outputs as :func:`_serial_smoother`. The pairwise marginals are
+    ``p(z_t = i, z_{t+1} = j | y) ∝ filtered_t[i] A_t[i, j] w_{t+1}[j]`` with
+    ``w_t = p(y_t | z_t) beta_t``; for a homogeneous ``A`` their sum over time is one matrix
+    product, ``A * (filtered^T (w / norm))``, so memory stays O(T K).
+    """
+    if chunk is None:
+        chunk = _chunk_length(log_lik.shape[-1], log_lik.dtype)
+    filtered, log_evidence = _forward(log_init, log_trans, log_lik, parallel=True, chunk=chunk)
+    log_beta = _log_backward(log_trans, log_lik, chunk)
+    smoothed, _ = _normalize(filtered * jnp.exp(log_beta - _safe_max(log_beta, axis=-1)), 0.0)
+    log_weights = log_lik[1:] + log_beta[1:]
+    weights = jnp.exp(log_weights - _safe_max(log_weights, axis=-1))
+    trans = jnp.exp(log_trans)
+    before = filtered[:-1]
+    if trans.shape[0] == 1:
+        norm = jnp.sum((before @ trans[0]) * weights, axis=-1)
+    else:
+        norm = jnp.sum((before[:, None, :] @ trans)[:, 0, :] * weights, axis=-1)
+    positive = norm > 0
+    scaled = jnp.where(positive[:, None], weights / jnp.where(positive, norm, 1.0)[:, None], 0.0)
+    if trans.shape[0] == 1:
+        transitions = (trans[0] * (before.T @ scaled))[None]
+    else:
+        transitions = before[:, :, None] * trans * scaled[:, None, :]
+    return log_evidence[-1], filtered, log_evidence, smoothed, transitions
+
+
+@partial(jax.custom_jvp, nondiff_argnums=(3,))
+def _log_marginal(log_init, log_trans, log_lik, parallel):
+    """``log p(y_{1:T})`` by the forward pass, differentiated by forward-backward.
 
     Its derivatives are the posterior marginals (``d/d log_lik[t, k] = p(z_t = k | y)``, and so
-    on), computed by one backward recursion instead of autodiff through the scan. A custom JVP
-    (not VJP) keeps forward mode and higher derivatives (Hessians, Laplace) working.
+    on), computed by one backward recursion (or one reverse associative scan) instead of
+    autodiff through the scan. A custom JVP (not VJP) keeps forward mode and higher derivatives
+    (Hessians, Laplace) working.
     """
-    return _forward(log_init, log_trans, log_lik, parallel=False)[1][-1]
+    return _forward(log_init, log_trans, log_lik, parallel)[1][-1]
 
 
-@_serial_log_marginal.defjvp
-def _serial_log_marginal_jvp(primals, tangents):
+@_log_marginal.defjvp
+def _log_marginal_jvp(parallel, primals, tangents):
     d_init, d_trans, d_lik = tangents
-    value, _, _, smoothed, transitions = _serial_smoother(*primals)
+    smoother = _parallel_smoother if parallel else _serial_smoother
+    value, _, _, smoothed, transitions = smoother(*primals)
     tangent = (
         jnp.sum(smoothed[0] * d_init) + jnp.sum(transitions * d_trans) + jnp.sum(smoothed * d_lik)
     )

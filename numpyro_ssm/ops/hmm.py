@@ -41,7 +41,13 @@ from numpyro_ssm.ops._hmm_common import (
     _with_transitions,
     safe_log,
 )
-from numpyro_ssm.ops._hmm_forward import _forward, _serial_log_marginal, _serial_smoother
+from numpyro_ssm.ops._hmm_forward import (
+    _chunk_length,
+    _forward,
+    _log_marginal,
+    _parallel_smoother,
+    _serial_smoother,
+)
 from numpyro_ssm.ops._hmm_paths import _backward_compose, _compose, _max_combine, _max_element
 from numpyro_ssm.ops.scan import prefix_scan
 
@@ -102,33 +108,19 @@ def _filter_core(log_init, log_trans, log_lik, mask, parallel):
     log_lik = jnp.where(mask[:, None], log_lik, 0.0)
     filtered, log_evidence = _forward(log_init, log_trans, log_lik, parallel)
     outputs = _filter_outputs(log_init, log_trans, log_lik, mask, filtered, log_evidence)
-    if parallel:
-        return outputs
-    # The same value, whose gradient is one backward recursion (unused outputs are dropped by
-    # XLA, so log_prob under jit runs a single forward scan).
-    return outputs._replace(log_marginal=_serial_log_marginal(log_init, log_trans, log_lik))
+    # The same value, whose gradient is one backward pass (unused outputs are dropped by XLA, so
+    # log_prob under jit runs a single forward scan).
+    return outputs._replace(log_marginal=_log_marginal(log_init, log_trans, log_lik, parallel))
 
 
 def _smoother_core(log_init, log_trans, log_lik, mask, parallel):
     log_lik = jnp.where(mask[:, None], log_lik, 0.0)
-    if not parallel:
-        value, filtered, log_evidence, smoothed, transitions = _serial_smoother(
-            log_init, log_trans, log_lik
-        )
-        outputs = _filter_outputs(log_init, log_trans, log_lik, mask, filtered, log_evidence)
-        return outputs._replace(
-            smoothed_probs=smoothed, expected_transitions=jnp.sum(transitions, axis=0)
-        )
-    # Parallel: the marginals are the gradient of the log-marginal of the associative scan.
-
-    def log_marginal(log_trans, log_lik):
-        filtered, log_evidence = _forward(log_init, log_trans, log_lik, parallel)
-        return log_evidence[-1], (filtered, log_evidence)
-
-    grad_fn = jax.value_and_grad(log_marginal, argnums=(0, 1), has_aux=True)
-    (_, (filtered, log_evidence)), (d_trans, d_lik) = grad_fn(log_trans, log_lik)
+    smoother = _parallel_smoother if parallel else _serial_smoother
+    _, filtered, log_evidence, smoothed, transitions = smoother(log_init, log_trans, log_lik)
     outputs = _filter_outputs(log_init, log_trans, log_lik, mask, filtered, log_evidence)
-    return outputs._replace(smoothed_probs=d_lik, expected_transitions=jnp.sum(d_trans, axis=0))
+    return outputs._replace(
+        smoothed_probs=smoothed, expected_transitions=jnp.sum(transitions, axis=0)
+    )
 
 
 def hmm_filter(
@@ -232,7 +224,10 @@ def _mode_core(log_init, log_trans, log_lik, mask, parallel):
     log_lik = jnp.where(mask[:, None], log_lik, 0.0)
     first = _max_element(log_init[None, :], log_lik[0])
     make_element, inputs = _with_transitions(_max_element, log_trans, (log_lik[1:],))
-    scores, _ = prefix_scan(_max_combine, make_element, first, inputs, parallel=parallel)
+    chunk = _chunk_length(log_lik.shape[-1], log_lik.dtype)
+    scores, _ = prefix_scan(
+        _max_combine, make_element, first, inputs, parallel=parallel, chunk_size=chunk
+    )
     scores = scores[:, 0, :]  # (T, K): max log-joint over paths ending in k, up to a constant
     # Backpointers: z_t given z_{t+1} = k is argmax_j scores[t, j] + log A_t[j, k].
     pointers = jnp.argmax(scores[:-1, :, None] + log_trans, axis=-2)

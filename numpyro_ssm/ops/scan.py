@@ -12,6 +12,11 @@ An algorithm is written once as an associative ``combine(earlier, later)`` over 
 
 Elements are built lazily with ``make_element(inputs_t)``: inside the loop for the sequential
 scan (so memory stays O(1) in T), vectorized over time for the parallel one.
+
+``chunk_size`` bounds the parallel scan's working memory: the elements are cut into chunks of that
+many steps, each chunk runs ``lax.associative_scan`` (O(log chunk_size) depth) started from the
+previous chunks' combination, and a ``lax.scan`` walks the chunks. Depth becomes
+O((T / chunk_size) log chunk_size) and the intermediates of only one chunk are alive at a time.
 """
 
 from collections.abc import Callable
@@ -35,6 +40,7 @@ def prefix_scan(
     parallel: bool = False,
     reverse: bool = False,
     fold: Callable[[PyTree, PyTree], PyTree] | None = None,
+    chunk_size: int | None = None,
 ) -> PyTree:
     """Cumulative combinations of ``first`` and the elements built from ``inputs``.
 
@@ -58,6 +64,9 @@ def prefix_scan(
             ``reverse=True``) for a compact carry, but cheaper: e.g. a vector-matrix forward
             step instead of building a normalized element. Ignored with ``parallel=True``.
             The serial-equals-parallel tests check that the two agree.
+        chunk_size: with ``parallel=True``, run the associative scan over chunks of this many
+            elements, one chunk after the other (see the module docstring). ``None`` scans all
+            elements at once. Ignored with ``parallel=False``.
 
     Returns:
         A pytree whose leaves have a leading axis of length ``n + 1``. With ``parallel=False``
@@ -65,14 +74,13 @@ def prefix_scan(
         full element shape. Callers read the result through indices valid for both.
     """
     if parallel:
-        elements = jax.vmap(make_element)(inputs)
-        first_full = jax.tree.map(lambda f, e: jnp.broadcast_to(f, e.shape[1:]), first, elements)
-        if reverse:
-            stacked = jax.tree.map(lambda e, f: jnp.concatenate([e, f[None]]), elements, first_full)
-            # lax.associative_scan(reverse=True) calls fn(later, earlier).
-            return lax.associative_scan(lambda b, a: combine(a, b), stacked, reverse=True)
-        stacked = jax.tree.map(lambda f, e: jnp.concatenate([f[None], e]), first_full, elements)
-        return lax.associative_scan(combine, stacked)
+        if chunk_size is None or chunk_size >= _length(inputs):
+            elements = jax.vmap(make_element)(inputs)
+            first_full = jax.tree.map(
+                lambda f, e: jnp.broadcast_to(f, e.shape[1:]), first, elements
+            )
+            return _associative(combine, elements, first_full, reverse)
+        return _chunked(combine, make_element, first, inputs, chunk_size, reverse)
 
     def step(carry, inputs_t):
         if fold is not None:
@@ -86,3 +94,59 @@ def prefix_scan(
     if reverse:
         return jax.tree.map(lambda r, f: jnp.concatenate([r, f[None]]), rest, first)
     return jax.tree.map(lambda f, r: jnp.concatenate([f[None], r]), first, rest)
+
+
+def _length(inputs):
+    return jax.tree.leaves(inputs)[0].shape[0]
+
+
+def _associative(combine, elements, boundary, reverse):
+    """The ``n + 1`` combinations of ``boundary`` then ``elements`` by ``lax.associative_scan``.
+
+    With ``reverse=True`` the boundary comes last and the combinations are suffixes.
+    """
+    if reverse:
+        stacked = jax.tree.map(lambda e, b: jnp.concatenate([e, b[None]]), elements, boundary)
+        # lax.associative_scan(reverse=True) calls fn(later, earlier).
+        return lax.associative_scan(lambda b, a: combine(a, b), stacked, reverse=True)
+    stacked = jax.tree.map(lambda b, e: jnp.concatenate([b[None], e]), boundary, elements)
+    return lax.associative_scan(combine, stacked)
+
+
+def _chunked(combine, make_element, first, inputs, chunk_size, reverse):
+    """The parallel prefix (or suffix) combinations, one chunk of ``chunk_size`` steps at a time.
+
+    Time is cut into ``num_chunks`` full chunks followed by a shorter tail. Each chunk's scan
+    starts from the combination of everything before it (after it, with ``reverse=True``), which
+    the previous chunk hands over as the carry.
+    """
+    num_chunks, tail_length = divmod(_length(inputs), chunk_size)
+    split = num_chunks * chunk_size
+    head = jax.tree.map(lambda x: x[:split].reshape((num_chunks, chunk_size) + x.shape[1:]), inputs)
+    tail = jax.tree.map(lambda x: x[split:], inputs)
+    element_shapes = jax.eval_shape(make_element, jax.tree.map(lambda x: x[0], inputs))
+    boundary = jax.tree.map(lambda f, e: jnp.broadcast_to(f, e.shape), first, element_shapes)
+
+    def run(carry, chunk):
+        out = _associative(combine, jax.vmap(make_element)(chunk), carry, reverse)
+        if reverse:
+            return jax.tree.map(lambda o: o[0], out), jax.tree.map(lambda o: o[:-1], out)
+        return jax.tree.map(lambda o: o[-1], out), jax.tree.map(lambda o: o[1:], out)
+
+    def flat(stacked):
+        return jax.tree.map(lambda y: y.reshape((split,) + y.shape[2:]), stacked)
+
+    pieces = []
+    if reverse:
+        carry = boundary
+        if tail_length:
+            carry, tail_out = run(carry, tail)
+            pieces.append(tail_out)
+        _, head_out = lax.scan(run, carry, head, reverse=True)
+        pieces = [flat(head_out)] + pieces + [jax.tree.map(lambda b: b[None], boundary)]
+    else:
+        carry, head_out = lax.scan(run, boundary, head)
+        pieces = [jax.tree.map(lambda b: b[None], boundary), flat(head_out)]
+        if tail_length:
+            pieces.append(run(carry, tail)[1])
+    return jax.tree.map(lambda *p: jnp.concatenate(p), *pieces)
