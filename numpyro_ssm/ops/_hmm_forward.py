@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.scipy.special import logsumexp
 
-from numpyro_ssm.ops._hmm_common import _normalize, _safe_max, _with_transitions
+from numpyro_ssm.ops._hmm_common import _normalize, _safe_max, _with_transitions, safe_log
 from numpyro_ssm.ops.scan import prefix_scan
 
 _CHUNK_BYTES = 2**28  # K x K elements per chunk of a parallel scan: 256 MB
@@ -92,9 +92,9 @@ def _forward(log_init, log_trans, log_lik, parallel, chunk=None):
 def _serial_smoother(log_init, log_trans, log_lik):
     """Forward-backward with normalized backward messages, for one (masked) sequence.
 
-    ``beta_t`` is known up to a positive scale, so each one is renormalized to sum to one and the
-    marginals are normalized at the end: no message over- or underflows, whatever the scale of
-    the log-likelihoods.
+    ``beta_t`` is known up to a positive scale, so each one is renormalized to sum to one: no
+    message over- or underflows, whatever the scale of the log-likelihoods. The loop carries only
+    ``beta``; the marginals are computed after it, vectorized over time (:func:`_marginals`).
 
     Returns:
         ``(log_marginal (), filtered (T, K), log_evidence (T,), smoothed (T, K),
@@ -104,33 +104,54 @@ def _serial_smoother(log_init, log_trans, log_lik):
     """
     filtered, log_evidence = _forward(log_init, log_trans, log_lik, parallel=False)
     trans = jnp.exp(log_trans)
-    homogeneous = trans.shape[0] == 1
     lik = jnp.exp(log_lik - _safe_max(log_lik, axis=-1))
 
-    def step(carry, inp):
-        beta_next, total = carry
-        trans_t, lik_next, filtered_t = inp
-        weight = lik_next * beta_next
-        pair, _ = _normalize((filtered_t[:, None] * trans_t * weight[None, :]).reshape(1, -1), 0.0)
-        beta, _ = _normalize((trans_t @ weight)[None, :], 0.0)
-        pair = pair.reshape(trans_t.shape)
-        if homogeneous:
-            return (beta[0], total + pair), beta[0]
-        return (beta[0], total), (beta[0], pair)
+    def step(beta_next, inp):
+        trans_t, lik_next = inp
+        beta, _ = _normalize((trans_t @ (lik_next * beta_next))[None, :], 0.0)
+        return beta[0], beta[0]
 
-    num_states = log_lik.shape[-1]
-    if homogeneous:  # keep O(K^2) memory: close over the matrix, accumulate the pair marginals
-        inputs = (lik[1:], filtered[:-1])
-        body = lambda c, inp: step(c, (trans[0],) + inp)  # noqa: E731
+    if trans.shape[0] == 1:  # close over the matrix rather than stacking it over time
+        body, inputs = (lambda b, lik_next: step(b, (trans[0], lik_next))), lik[1:]
     else:
-        inputs = (trans, lik[1:], filtered[:-1])
-        body = step
-    init = (jnp.ones(num_states, log_lik.dtype), jnp.zeros((num_states, num_states), log_lik.dtype))
-    (_, total), outs = lax.scan(body, init, inputs, reverse=True)
-    betas, transitions = (outs, total[None]) if homogeneous else outs
-    betas = jnp.concatenate([betas, jnp.ones((1, num_states), log_lik.dtype)])
-    smoothed, _ = _normalize(filtered * betas, 0.0)
+        body, inputs = step, (trans, lik[1:])
+    last = jnp.ones(log_lik.shape[-1], log_lik.dtype)
+    _, betas = lax.scan(body, last, inputs, reverse=True)
+    log_beta = safe_log(jnp.concatenate([betas, last[None]]))
+    smoothed, transitions = _marginals(filtered, log_beta, log_trans, log_lik)
     return log_evidence[-1], filtered, log_evidence, smoothed, transitions
+
+
+def _marginals(filtered, log_beta, log_trans, log_lik):
+    """Smoothed and pairwise marginals from filtered probabilities and backward messages.
+
+    ``p(z_t = i, z_{t+1} = j | y) ∝ filtered_t[i] A_t[i, j] w_{t+1}[j]`` with
+    ``w_t = p(y_t | z_t) beta_t``. For a homogeneous ``A`` their sum over time is one matrix
+    product, ``A * (filtered^T (w / norm))``, so memory stays O(T K) and the work is a GEMM.
+
+    Args:
+        filtered: shape ``(T, K)``, ``p(z_t | y_{1:t})``.
+        log_beta: shape ``(T, K)``, ``log p(y_{t+1:T} | z_t)`` up to a constant per ``t``.
+        log_trans: shape ``(T - 1 | 1, K, K)``.
+        log_lik: shape ``(T, K)``, masked.
+
+    Returns:
+        ``(smoothed (T, K), transitions)``, ``transitions`` as in :func:`_serial_smoother`.
+    """
+    smoothed, _ = _normalize(filtered * jnp.exp(log_beta - _safe_max(log_beta, axis=-1)), 0.0)
+    log_weights = log_lik[1:] + log_beta[1:]
+    weights = jnp.exp(log_weights - _safe_max(log_weights, axis=-1))
+    trans = jnp.exp(log_trans)
+    before = filtered[:-1]
+    if trans.shape[0] == 1:
+        norm = jnp.sum((before @ trans[0]) * weights, axis=-1)
+    else:
+        norm = jnp.sum((before[:, None, :] @ trans)[:, 0, :] * weights, axis=-1)
+    positive = norm > 0
+    scaled = jnp.where(positive[:, None], weights / jnp.where(positive, norm, 1.0)[:, None], 0.0)
+    if trans.shape[0] == 1:
+        return smoothed, (trans[0] * (before.T @ scaled))[None]
+    return smoothed, before[:, :, None] * trans * scaled[:, None, :]
 
 
 def _backward_combine(earlier, later):
@@ -163,32 +184,12 @@ def _log_backward(log_trans, log_lik, chunk):
 
 
 def _parallel_smoother(log_init, log_trans, log_lik, chunk=None):
-    """Forward-backward by two associative scans, for one (masked) sequence.
-
-    The same outputs as :func:`_serial_smoother`. The pairwise marginals are
-    ``p(z_t = i, z_{t+1} = j | y) ∝ filtered_t[i] A_t[i, j] w_{t+1}[j]`` with
-    ``w_t = p(y_t | z_t) beta_t``; for a homogeneous ``A`` their sum over time is one matrix
-    product, ``A * (filtered^T (w / norm))``, so memory stays O(T K).
-    """
+    """Forward-backward by two associative scans: the outputs of :func:`_serial_smoother`."""
     if chunk is None:
         chunk = _chunk_length(log_lik.shape[-1], log_lik.dtype)
     filtered, log_evidence = _forward(log_init, log_trans, log_lik, parallel=True, chunk=chunk)
     log_beta = _log_backward(log_trans, log_lik, chunk)
-    smoothed, _ = _normalize(filtered * jnp.exp(log_beta - _safe_max(log_beta, axis=-1)), 0.0)
-    log_weights = log_lik[1:] + log_beta[1:]
-    weights = jnp.exp(log_weights - _safe_max(log_weights, axis=-1))
-    trans = jnp.exp(log_trans)
-    before = filtered[:-1]
-    if trans.shape[0] == 1:
-        norm = jnp.sum((before @ trans[0]) * weights, axis=-1)
-    else:
-        norm = jnp.sum((before[:, None, :] @ trans)[:, 0, :] * weights, axis=-1)
-    positive = norm > 0
-    scaled = jnp.where(positive[:, None], weights / jnp.where(positive, norm, 1.0)[:, None], 0.0)
-    if trans.shape[0] == 1:
-        transitions = (trans[0] * (before.T @ scaled))[None]
-    else:
-        transitions = before[:, :, None] * trans * scaled[:, None, :]
+    smoothed, transitions = _marginals(filtered, log_beta, log_trans, log_lik)
     return log_evidence[-1], filtered, log_evidence, smoothed, transitions
 
 
