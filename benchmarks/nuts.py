@@ -28,6 +28,10 @@ vectorized, float64):
     enumeration (``infer={"enumerate": "parallel"}``, as in NumPyro's ``hmm_enum`` example; needs
     ``funsor``).
 
+Each posterior also has ``priors_only``: the same parameters and priors with no likelihood. It is
+the floor, what NumPyro's NUTS costs (compilation included) before any likelihood: no variant's
+wall time can go below it. It is left out of the ratios.
+
 Reported per run: the minimum bulk ESS (``arviz.ess(method="bulk")``) over the model parameters
 (the noise scales; the transition matrix and rate increments: never the latent path), the wall
 time of ``MCMC.run`` (from cold JAX caches) with compilation, the part of it spent tracing,
@@ -97,6 +101,12 @@ def nile_scales():
     sigma_obs = numpyro.sample("sigma_obs", dist.HalfNormal(300.0))
     sigma_level = numpyro.sample("sigma_level", dist.HalfNormal(100.0))
     return sigma_obs, sigma_level
+
+
+def nile_priors_only(y):
+    """The floor: the same parameters and priors, no likelihood (NumPyro's own cost)."""
+    del y
+    nile_scales()
 
 
 def nile_ours(y):
@@ -208,6 +218,12 @@ def hmm_ours(counts):
     numpyro.sample("y", hmm, obs=counts)
 
 
+def hmm_priors_only(counts):
+    """The floor: the same parameters and priors, no likelihood (NumPyro's own cost)."""
+    del counts
+    hmm_parameters()
+
+
 def hmm_tfp(counts):
     """The states marginalized by TFP's ``HiddenMarkovModel`` in a factor."""
     from tensorflow_probability.substrates import jax as tfp
@@ -260,6 +276,7 @@ POSTERIORS = {
             "dynamax": nile_dynamax,
             "latent_centered": nile_latent_centered,
             "latent_noncentered": nile_latent_noncentered,
+            "priors_only": nile_priors_only,
         },
     },
     "earthquakes": {
@@ -274,6 +291,7 @@ POSTERIORS = {
             "tfp": hmm_tfp,
             "dynamax": hmm_dynamax,
             "enum_scan": hmm_enum_scan,
+            "priors_only": hmm_priors_only,
         },
     },
 }
@@ -284,6 +302,7 @@ LABELS = {
     "latent_centered": "latent levels, centered (scan)",
     "latent_noncentered": "latent levels, non-centered (scan)",
     "enum_scan": "scan + enumeration (funsor)",
+    "priors_only": "floor: priors only, no likelihood",
 }
 MARGINALIZED = ("ours", "tfp", "dynamax")
 
@@ -429,7 +448,7 @@ def run_ratios(name, chain_method, results):
     ours = results.get("ours", {})
     records = []
     for variant, res in results.items():
-        if variant == "ours":
+        if variant in ("ours", "priors_only"):  # the floor is context, not a competitor
             continue
         for metric, key in (
             ("ms per ESS", "ess_per_s"),
