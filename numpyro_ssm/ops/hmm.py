@@ -14,11 +14,13 @@ Numerics. Forward messages are kept as *row-normalized matrices with log-normali
 is ``(P, log_z)`` standing for the matrix ``exp(log_z)[:, None] * P`` with rows of ``P`` summing
 to one. Element construction uses ``logsumexp``, so exact zeros in the transition matrix and
 log-likelihoods of ``-1e4`` neither underflow nor produce NaN. The marginals are the derivatives
-of the log-marginal with respect to the log-potentials: the parallel smoother is that gradient,
-and the serial log-marginal's derivative is one normalized backward recursion (a custom JVP), so
-gradients cost one backward pass, not autodiff through the scan. Backtracking (Viterbi) and
-backward sampling (FFBS) are compositions of maps ``{0..K-1} -> {0..K-1}``, which are
-associative, so they run in parallel too.
+of the log-marginal with respect to the log-potentials, so the log-marginal's derivative (a
+custom JVP) is the smoother: one normalized backward recursion (serial), or a reverse
+associative scan of the same elements (parallel). Gradients cost one backward pass, not autodiff
+through the scan. The parallel scans run in chunks that bound their working memory (about 256
+MB of K x K elements), so ``parallel=True`` at K = 50, T = 1e5 fits in a few GB. Backtracking
+(Viterbi) and backward sampling (FFBS) are compositions of maps ``{0..K-1} -> {0..K-1}``, which
+are associative, so they run in parallel too.
 
 Batching: every function broadcasts over leading batch axes of its arguments (see each
 ``Args:``), so ``vmap`` is rarely needed.
