@@ -86,7 +86,6 @@ def _gradients(model: _Model, y, observed, f: _Filtered, parallel):
     tr = _per_step(model, _TRANSITION, 0, T - 1)
     H_m, chol_R_m, y_m = jax.vmap(_masked_emission)(em["H"], em["chol_R"], em["d"], y, observed)
     P = _covariance(f.predicted_chols)
-    P_f = _covariance(f.chols)
     # S⁻¹ from the square-root innovation factor; vmapped small ops fuse (no LAPACK per step)
     chol_S = jax.vmap(lambda H, U, R: tria(jnp.concatenate([H @ U, R], axis=1)))(
         H_m, f.predicted_chols, chol_R_m
@@ -99,6 +98,10 @@ def _gradients(model: _Model, y, observed, f: _Filtered, parallel):
     K_T = S_inv_H @ P  # Kᵀ, (T, D, S)
     c = _mv(_mT(H_m), S_inv_v)
     C = _mT(H_m) @ S_inv_H
+    # The filtered moments from the predicted ones (the filter need not keep them):
+    # m_f = m + K v = m + P c and P_f = P - K S Kᵀ = P - (H P)ᵀ Kᵀ.
+    means = f.predicted_means + _mv(P, c)
+    P_f = P - _mT(H_m @ P) @ K_T
     F = tr["F"]
     L = F - F @ _mT(K_T[:-1]) @ H_m[:-1]
 
@@ -113,7 +116,7 @@ def _gradients(model: _Model, y, observed, f: _Filtered, parallel):
     grad_R = u[:, :, None] * u[:, None, :] - S_inv - K_T @ Ft_A_F @ _mT(K_T)  # 2 ∂ℓ/∂R_t
     grads = {
         "b": a[1:],
-        "F": a[1:, :, None] * f.means[:-1, None, :] + G[1:] @ F @ P_f[:-1],
+        "F": a[1:, :, None] * means[:-1, None, :] + G[1:] @ F @ P_f[:-1],
         "chol_Q": G[1:] @ tr["chol_Q"],
         "d": u,
         "H": u[:, :, None] * smoothed[:, None, :] - S_inv_H @ P @ (eye - Ft_A_F @ P_f),

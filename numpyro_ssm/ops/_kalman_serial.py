@@ -44,7 +44,12 @@ def _update(m, chol_P, H, chol_R, d, y, observed):
 
 
 def _forward(model: _Model, y, observed, keep_moments):
-    """One sequential pass; the stacked moments (``keep_moments``) or only the log-liks."""
+    """One sequential pass: the per-step log-liks, and (``keep_moments``) the predicted moments.
+
+    Returns:
+        ``log_liks (T,)``, or ``(predicted_means (T, S), predicted_chols (T, S, S),
+        log_liks (T,))`` with ``keep_moments``.
+    """
     T = y.shape[0]
     t_static, t_varying = _split_time(model, _TRANSITION, 0, T - 1)
     e_static, e_varying = _split_time(model, _EMISSION, 0, T)
@@ -57,7 +62,7 @@ def _forward(model: _Model, y, observed, keep_moments):
         )
         transition = {**t_static, **{k: inputs[k] for k in t_varying}}
         carry = _predict(**transition, m=m_f, chol_P=chol_f)
-        return carry, ((m, chol_P) if keep_moments else log_lik)
+        return carry, ((m, chol_P, log_lik) if keep_moments else log_lik)
 
     inputs = {
         **t_varying,
@@ -67,26 +72,37 @@ def _forward(model: _Model, y, observed, keep_moments):
     }
     (m, chol_P), out = lax.scan(step, (model.m0, model.chol_P0), inputs)
     last = {**e_static, **{k: v[T - 1] for k, v in e_varying.items()}}
-    m_f, chol_f, log_lik = _update(m, chol_P, **last, y=y[T - 1], observed=observed[T - 1])
+    _, _, log_lik = _update(m, chol_P, **last, y=y[T - 1], observed=observed[T - 1])
     if not keep_moments:
         return jnp.concatenate([out, log_lik[None]])
-    # The scan emits only the predicted moments; the filtered ones and the log-liks are
-    # recomputed vectorized. Emitting all five from the loop body measured 5-10x slower on the
-    # CPU than this second, fused pass.
-    m_p, chol_p = (
+    return tuple(
         jnp.concatenate([stacked, final[None]])
-        for stacked, final in zip(out, (m, chol_P), strict=True)
+        for stacked, final in zip(out, (m, chol_P, log_lik), strict=True)
     )
-    em = _per_step(model, _EMISSION, 0, T)
-    m_f, chol_f, log_liks = jax.vmap(_update)(
-        m_p, chol_p, em["H"], em["chol_R"], em["d"], y, observed
-    )
-    return _Filtered(m_f, chol_f, m_p, chol_p, log_liks)
 
 
 def serial_filter(model: _Model, y, observed) -> _Filtered:
-    """Filtered and predicted moments and per-step log-likelihoods, sequentially."""
-    return _forward(model, y, observed, keep_moments=True)
+    """Filtered and predicted moments and per-step log-likelihoods, sequentially.
+
+    The scan emits only the predicted moments and the log-liks; the filtered moments are
+    recomputed after it, vectorized. Emitting them from the loop body too measured 5-10x slower
+    on the CPU than this second, fused pass.
+    """
+    m_p, chol_p, log_liks = _forward(model, y, observed, keep_moments=True)
+    em = _per_step(model, _EMISSION, 0, y.shape[0])
+    m_f, chol_f, _ = jax.vmap(_update)(m_p, chol_p, em["H"], em["chol_R"], em["d"], y, observed)
+    return _Filtered(m_f, chol_f, m_p, chol_p, log_liks)
+
+
+def _predicted_only(model: _Model, y, observed) -> _Filtered:
+    """The pass the gradient needs: predicted moments and log-liks, no filtered moments.
+
+    The gradient (:mod:`numpyro_ssm.ops._kalman_gradient`) derives what it needs of the filtered
+    moments from the predicted ones, so the vectorized re-triangularization of
+    :func:`serial_filter` is skipped.
+    """
+    m_p, chol_p, log_liks = _forward(model, y, observed, keep_moments=True)
+    return _Filtered(None, None, m_p, chol_p, log_liks)
 
 
 @jax.custom_jvp
@@ -95,4 +111,4 @@ def serial_log_marginal(model: _Model, y, observed):
     return jnp.sum(_forward(model, y, observed, keep_moments=False))
 
 
-serial_log_marginal.defjvp(log_marginal_jvp(serial_filter, parallel=False))
+serial_log_marginal.defjvp(log_marginal_jvp(_predicted_only, parallel=False))
