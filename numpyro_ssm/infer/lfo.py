@@ -56,18 +56,17 @@ Reference: Bürkner, Gabry & Vehtari (2020), "Approximate leave-future-out cross
 Bayesian time series models", Journal of Statistical Computation and Simulation 90(14).
 """
 
-import copy
 from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from numpyro.distributions import Distribution
-from numpyro.primitives import Messenger
 
+from numpyro_ssm.infer._lfo_fit import _NutsFit, _user_fit
+from numpyro_ssm.infer._lfo_past import past_model
 from numpyro_ssm.infer._psis import psis_log_weights
-from numpyro_ssm.infer._sites import find_ssm_sites, flatten_draws, is_ssm, trace_model
+from numpyro_ssm.infer._sites import find_ssm_sites, trace_model
 from numpyro_ssm.infer.loglik import pointwise_log_likelihood
 
 __all__ = ["LFOResult", "exact_lfo", "past_model", "psis_lfo"]
@@ -98,176 +97,6 @@ class LFOResult(NamedTuple):
     pareto_k: np.ndarray
     refit_times: np.ndarray
     num_steps_ahead: int
-
-
-# -- hiding the future ---------------------------------------------------------------------------
-
-
-class _PastLikelihood(Distribution):
-    """An SSM whose ``log_prob`` counts only the first ``num_observed`` steps.
-
-    ``log_prob(y) = sum_{u < num_observed} log p(y_u | y_{:u})``, from the SSM's filter. Only
-    ``log_prob`` is meant to be used (the site is observed).
-    """
-
-    def __init__(self, ssm, num_observed):
-        self.ssm = ssm
-        self.num_observed = num_observed
-        super().__init__(ssm.batch_shape, ssm.event_shape, validate_args=False)
-
-    @property
-    def support(self):
-        """The wrapped SSM's support."""
-        return self.ssm.support
-
-    def sample(self, key, sample_shape=()):
-        """Draws of the wrapped SSM (the full series)."""
-        return self.ssm.sample(key, sample_shape)
-
-    def log_prob(self, value):
-        """Log-likelihood of ``value[..., :num_observed, ...]``, shape ``batch_shape``."""
-        increments = self.ssm.filter(value).log_likelihood_increments
-        past = jnp.arange(increments.shape[-1]) < self.num_observed
-        return jnp.sum(jnp.where(past, increments, 0.0), axis=-1)
-
-
-def _replace_ssm(fn, num_observed):
-    """``fn`` with the SSM inside its ``expand``/``to_event``/``mask`` wrappers truncated."""
-    if is_ssm(fn):
-        return _PastLikelihood(fn, num_observed)
-    base = getattr(fn, "base_dist", None)
-    if base is None:
-        raise ValueError(f"{type(fn).__name__} wraps no DiscreteHMM/LinearGaussianSSM.")
-    outer = copy.copy(fn)
-    outer.base_dist = _replace_ssm(base, num_observed)
-    return outer
-
-
-class _ObservePast(Messenger):
-    """Effect handler: the SSM sites ``sites`` see only their first ``num_observed`` steps."""
-
-    def __init__(self, fn, sites, num_observed):
-        self.sites = frozenset(sites)
-        self.num_observed = num_observed
-        super().__init__(fn)
-
-    def process_message(self, msg):
-        """Truncate the likelihood of a chosen observed SSM site."""
-        if msg["type"] == "sample" and msg["is_observed"] and msg["name"] in self.sites:
-            msg["fn"] = _replace_ssm(msg["fn"], self.num_observed)
-
-
-def past_model(model, site, *model_args, **model_kwargs):
-    r"""The model conditioned on the first ``num_observed`` steps of its SSM site(s) only.
-
-    Args:
-        model: a NumPyro model with observed SSM site(s).
-        site: a site name or a list of names: the SSM sites to truncate.
-        *model_args: positional arguments of ``model``.
-        **model_kwargs: keyword arguments of ``model``.
-
-    Returns:
-        A model ``past(num_observed)`` of one argument (an int, or an int array under ``jit``):
-        ``model(*model_args, **model_kwargs)`` whose SSM sites contribute
-        :math:`\log p(y_{:t} \mid \theta)` with ``t = num_observed`` instead of
-        :math:`\log p(y_{1:T} \mid \theta)`. Its latent sites are the model's.
-    """
-    sites = [site] if isinstance(site, str) else list(site)
-
-    def past(num_observed):
-        with _ObservePast(None, sites, num_observed):
-            model(*model_args, **model_kwargs)
-
-    return past
-
-
-# -- fitting -------------------------------------------------------------------------------------
-
-
-class _NutsFit:
-    """The default fit: NumPyro's NUTS kernel, vectorized over fits and chains.
-
-    One ``jit``-compiled function (per past model and batch size) runs warmup and sampling
-    for a batch of ``(num_observed, chain)`` pairs, ``num_observed`` being a traced argument
-    of the past model: :func:`exact_lfo` runs all its fits as one batch, and the refits of
-    :func:`psis_lfo` reuse the compilation of its first fit.
-    """
-
-    def __init__(self, num_warmup, num_samples, num_chains, nuts_kwargs):
-        from numpyro.infer.initialization import init_to_uniform
-
-        self.num_warmup = int(num_warmup)
-        self.num_samples = int(num_samples)
-        self.num_chains = int(num_chains)
-        self.nuts_kwargs = dict(nuts_kwargs or {})
-        self.init_strategy = self.nuts_kwargs.pop("init_strategy", init_to_uniform)
-        self._runs = {}
-
-    def _initialize(self, keys, model, num_observed):
-        from numpyro.infer.util import initialize_model
-
-        return initialize_model(
-            keys,
-            model,
-            init_strategy=self.init_strategy,
-            dynamic_args=True,
-            model_args=(jnp.asarray(num_observed),),
-        )
-
-    def _compile(self, info):
-        from numpyro.infer.hmc import hmc
-
-        init_kernel, sample_kernel = hmc(potential_fn_gen=info.potential_fn, algo="NUTS")
-        num_warmup, num_samples, kwargs = self.num_warmup, self.num_samples, self.nuts_kwargs
-
-        def one_chain(key, z, num_observed):
-            args = (num_observed,)
-            state = init_kernel(z, num_warmup, model_args=args, rng_key=key, **kwargs)
-
-            def step(state, _):
-                state = sample_kernel(state, model_args=args)
-                return state, state.z
-
-            # One scan over warmup and sampling: one copy of the NUTS kernel to compile.
-            _, zs = jax.lax.scan(step, state, None, length=num_warmup + num_samples)
-            zs = jax.tree.map(lambda x: x[num_warmup:], zs)
-            return jax.vmap(info.postprocess_fn(*args))(zs)
-
-        return jax.jit(jax.vmap(one_chain))
-
-    def __call__(self, key, model, times):
-        """Posterior draws given ``y[:t]`` for each ``t`` in ``times``: a list of dicts."""
-        keys = [jax.random.split(jax.random.fold_in(key, t)) for t in times]
-        init_keys = jnp.concatenate([jax.random.split(k[0], self.num_chains) for k in keys])
-        run_keys = jnp.concatenate([jax.random.split(k[1], self.num_chains) for k in keys])
-        # Initial values valid for the shortest series; one initialization (and compilation).
-        info = self._initialize(init_keys, model, min(times))
-        run = self._runs.get((id(model), len(times)))
-        if run is None:
-            run = self._runs[(id(model), len(times))] = self._compile(info)
-        nums = jnp.repeat(jnp.asarray(times), self.num_chains)
-        draws = run(run_keys, info.param_info.z, nums)
-        shape = (len(times), self.num_chains * self.num_samples)
-        draws = {k: v.reshape(shape + v.shape[2:]) for k, v in draws.items()}
-        return [{k: v[i] for k, v in draws.items()} for i in range(len(times))]
-
-
-def _user_fit(fit):
-    """Wrap ``fit(key, past_model, num_observed)`` as a fit of several ``t`` at once."""
-
-    def fit_many(key, model, times):
-        out = []
-        for t in times:
-            samples = fit(jax.random.fold_in(key, t), model, t)
-            if not isinstance(samples, dict):
-                raise ValueError(
-                    "fit must return a dict site name -> draws of shape (draws, ...), got "
-                    f"{type(samples).__name__}."
-                )
-            out.append(flatten_draws(samples, 1)[0])
-        return out
-
-    return fit_many
 
 
 def _step_totals(model, draws, model_args, model_kwargs, sites, chunk_size):
