@@ -18,6 +18,7 @@ from numpyro.distributions import Distribution, constraints
 from numpyro.distributions.util import lazy_property
 
 from numpyro_ssm.distributions._shapes import broadcast_batch_shapes, infer_num_steps
+from numpyro_ssm.distributions._validation import validate_concrete_args
 from numpyro_ssm.ops import hmm as hmm_ops
 from numpyro_ssm.ops.hmm import safe_log
 
@@ -190,6 +191,13 @@ class DiscreteHMM(Distribution):
         )
         self.parallel = bool(parallel)
         super().__init__(batch_shape, event_shape, validate_args=validate_args)
+
+    def validate_args(self, strict: bool = True) -> None:
+        """Check the concrete parameters' constraints; traced ones are skipped.
+
+        See :func:`~numpyro_ssm.distributions._validation.validate_concrete_args`.
+        """
+        validate_concrete_args(self, strict)
 
     @classmethod
     def infer_shapes(

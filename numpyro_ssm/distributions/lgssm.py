@@ -28,6 +28,7 @@ from numpyro_ssm.distributions._lgssm_params import (
     _map_batch,
     _shape,
 )
+from numpyro_ssm.distributions._validation import validate_concrete_args
 from numpyro_ssm.ops import kalman as kalman_ops
 from numpyro_ssm.ops import kalman_smoothing as smoother_ops
 from numpyro_ssm.ops.linalg import cholesky
@@ -185,6 +186,13 @@ class LinearGaussianSSM(Distribution):
         self.num_steps = event_shape[0]
         self.parallel = bool(parallel)
         super().__init__(batch_shape, event_shape, validate_args=validate_args)
+
+    def validate_args(self, strict: bool = True) -> None:
+        """Check the concrete parameters' constraints; traced ones are skipped.
+
+        See :func:`~numpyro_ssm.distributions._validation.validate_concrete_args`.
+        """
+        validate_concrete_args(self, strict)
 
     @classmethod
     def infer_shapes(
