@@ -6,7 +6,7 @@ stands for ``exp(log_z)[:, None] * P`` with rows of ``P`` summing to one, built 
 
 The parallel scans run in chunks of :func:`_chunk_length` steps, so that the K x K elements alive
 at once stay within ``_CHUNK_BYTES`` whatever T: the parallel value and gradient at K = 50,
-T = 1e5 need about 3 GB instead of 24.
+T = 1e5 peak at 5.5 GB of RSS instead of about 24.
 """
 
 from functools import partial
