@@ -136,17 +136,14 @@ def _chunked(combine, make_element, first, inputs, chunk_size, reverse):
     def flat(stacked):
         return jax.tree.map(lambda y: y.reshape((split,) + y.shape[2:]), stacked)
 
-    pieces = []
-    if reverse:
-        carry = boundary
-        if tail_length:
-            carry, tail_out = run(carry, tail)
-            pieces.append(tail_out)
+    boundary_row = jax.tree.map(lambda b: b[None], boundary)
+    if reverse:  # the tail is last in time, so its scan runs first
+        carry, tail_out = run(boundary, tail) if tail_length else (boundary, None)
         _, head_out = lax.scan(run, carry, head, reverse=True)
-        pieces = [flat(head_out)] + pieces + [jax.tree.map(lambda b: b[None], boundary)]
+        pieces = [flat(head_out), tail_out, boundary_row]
     else:
         carry, head_out = lax.scan(run, boundary, head)
-        pieces = [jax.tree.map(lambda b: b[None], boundary), flat(head_out)]
-        if tail_length:
-            pieces.append(run(carry, tail)[1])
+        tail_out = run(carry, tail)[1] if tail_length else None
+        pieces = [boundary_row, flat(head_out), tail_out]
+    pieces = [piece for piece in pieces if piece is not None]
     return jax.tree.map(lambda *p: jnp.concatenate(p), *pieces)
