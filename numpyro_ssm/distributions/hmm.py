@@ -17,6 +17,7 @@ from jax import lax
 from numpyro.distributions import Distribution, constraints
 from numpyro.distributions.util import lazy_property
 
+from numpyro_ssm.distributions._hmm_posterior import HMMPosteriorMixin
 from numpyro_ssm.distributions._shapes import broadcast_batch_shapes, infer_num_steps
 from numpyro_ssm.distributions._validation import validate_concrete_args
 from numpyro_ssm.ops import hmm as hmm_ops
@@ -90,7 +91,7 @@ def _hmm_shapes(
     return batch_shape, (num_steps,) + emission_event, num_steps, num_states
 
 
-class DiscreteHMM(Distribution):
+class DiscreteHMM(HMMPosteriorMixin, Distribution):
     r"""Hidden Markov model over ``T`` observations with the discrete latent path summed out.
 
     .. math::
@@ -358,87 +359,7 @@ class DiscreteHMM(Distribution):
         Returns:
             Shape ``sample_shape + batch_shape``.
         """
-        log_lik, mask = self._log_likelihoods(value)
-        return hmm_ops.hmm_filter(
-            log_likelihoods=log_lik,
-            obs_mask=mask,
-            parallel=self.parallel,
-            **self._categorical_kwargs(),
-        ).log_marginal
-
-    # -- posterior helpers ------------------------------------------------------------------------
-
-    def filter(self, value) -> hmm_ops.HMMPosterior:
-        """Filtered and predicted state probabilities, see :func:`~numpyro_ssm.ops.hmm_filter`.
-
-        Args:
-            value: observations, shape ``batch_shape + (T,) + E``.
-
-        Returns:
-            An :class:`~numpyro_ssm.ops.HMMPosterior` without smoothed fields.
-        """
-        log_lik, mask = self._log_likelihoods(value)
-        return hmm_ops.hmm_filter(
-            log_likelihoods=log_lik,
-            obs_mask=mask,
-            parallel=self.parallel,
-            **self._categorical_kwargs(),
-        )
-
-    def smooth(self, value) -> hmm_ops.HMMPosterior:
-        """Smoothed marginals and expected transitions, see :func:`~numpyro_ssm.ops.hmm_smoother`.
-
-        Args:
-            value: observations, shape ``batch_shape + (T,) + E``.
-
-        Returns:
-            An :class:`~numpyro_ssm.ops.HMMPosterior`.
-        """
-        log_lik, mask = self._log_likelihoods(value)
-        return hmm_ops.hmm_smoother(
-            log_likelihoods=log_lik,
-            obs_mask=mask,
-            parallel=self.parallel,
-            **self._categorical_kwargs(),
-        )
-
-    def posterior_mode(self, value):
-        """Most probable state path (Viterbi), shape ``batch_shape + (T,)``.
-
-        Args:
-            value: observations, shape ``batch_shape + (T,) + E``.
-
-        Returns:
-            int array of shape ``batch_shape + (T,)``.
-        """
-        log_lik, mask = self._log_likelihoods(value)
-        return hmm_ops.hmm_posterior_mode(
-            log_likelihoods=log_lik,
-            obs_mask=mask,
-            parallel=self.parallel,
-            **self._categorical_kwargs(),
-        )
-
-    def sample_posterior(self, key, value, sample_shape=()):
-        """Draw state paths from ``p(z_{1:T} | y_{1:T})`` (forward-filter backward-sample).
-
-        Args:
-            key: a ``jax.random`` key.
-            value: observations, shape ``batch_shape + (T,) + E``.
-            sample_shape: leading shape of independent draws.
-
-        Returns:
-            int array of shape ``sample_shape + batch_shape + (T,)``.
-        """
-        log_lik, mask = self._log_likelihoods(value)
-        return hmm_ops.hmm_posterior_sample(
-            key,
-            log_likelihoods=log_lik,
-            obs_mask=mask,
-            parallel=self.parallel,
-            sample_shape=sample_shape,
-            **self._categorical_kwargs(),
-        )
+        return self._run_op(hmm_ops.hmm_filter, value).log_marginal
 
     # -- prior sampling ---------------------------------------------------------------------------
 
@@ -499,60 +420,3 @@ class DiscreteHMM(Distribution):
             Observations of shape ``sample_shape + batch_shape + (T,) + E``.
         """
         return self.sample_with_states(key, sample_shape)[1]
-
-    # -- forecasting ----------------------------------------------------------------------------
-
-    def forecast(self, value, num_steps, *, transition_matrix=None, emission_dist=None):
-        """The distribution of the next ``num_steps`` observations given ``y_{1:T}``.
-
-        The returned model starts from ``p(z_{T+1} | y_{1:T})`` (the last filtered distribution
-        pushed through one transition).
-
-        Args:
-            value: observations, shape ``batch_shape + (T,) + E``.
-            num_steps: number of future steps ``H``.
-            transition_matrix: future transitions, shape ``(K, K)`` or ``(..., H | 1, K, K)``;
-                entry ``[h]`` moves ``z_{T+h} -> z_{T+h+1}``. Defaults to this model's
-                (homogeneous) transition matrix.
-            emission_dist: future emissions (batch ``(K,)`` or ``(..., H | 1, K)``). Defaults to
-                this model's (homogeneous) emission distribution.
-
-        Returns:
-            A :class:`DiscreteHMM` with ``event_shape (H,) + E``.
-
-        Raises:
-            ValueError: when a time-varying parameter has no future value given.
-        """
-        current_log_trans = self._log_params()[1]
-        trans_shape = current_log_trans.shape
-        if transition_matrix is None:
-            if len(trans_shape) >= 3 and trans_shape[-3] != 1:
-                raise ValueError(
-                    f"forecast: transition_matrix is time-varying (shape {trans_shape}); pass "
-                    "the future transition_matrix=(..., H | 1, K, K)."
-                )
-            future_log_trans = current_log_trans
-        else:
-            future_log_trans = safe_log(jnp.asarray(transition_matrix))
-        emission_batch = self.emission_dist.batch_shape
-        if emission_dist is None:
-            if len(emission_batch) >= 2 and emission_batch[-2] != 1:
-                raise ValueError(
-                    f"forecast: emission_dist is time-varying (batch_shape {emission_batch}); "
-                    "pass the future emission_dist with batch (..., H | 1, K)."
-                )
-            emission_dist = self.emission_dist
-        filtered = self.filter(value).filtered_probs[..., -1, :]
-        first_trans = (
-            future_log_trans if future_log_trans.ndim == 2 else future_log_trans[..., 0, :, :]
-        )
-        initial = (filtered[..., None, :] @ jnp.exp(first_trans))[..., 0, :]
-        if future_log_trans.ndim >= 3 and future_log_trans.shape[-3] > 1:
-            future_log_trans = future_log_trans[..., 1:, :, :]
-        return DiscreteHMM(
-            initial,
-            transition_logits=future_log_trans,
-            emission_dist=emission_dist,
-            num_steps=num_steps,
-            parallel=self.parallel,
-        )
