@@ -1,21 +1,25 @@
 """Hidden Markov model inference: filter, smoother, Viterbi and FFBS, serial or parallel-in-time.
 
-Every algorithm is one associative operator run by :func:`~numpyro_ssm.ops.scan.prefix_scan`,
-so ``parallel=False`` (``lax.scan``, O(T) depth) and ``parallel=True``
-(``lax.associative_scan``, O(log T) depth, Hassan, Särkkä & García-Fernández 2021) share all
-code, including time-varying transitions and masks.
+Every algorithm is an associative operator run by :func:`~numpyro_ssm.ops.scan.prefix_scan`:
+``parallel=True`` is ``lax.associative_scan`` (O(log T) depth, Hassan, Särkkä &
+García-Fernández 2021) and ``parallel=False`` is ``lax.scan`` (O(T) depth). The sequential
+forward pass and forward-backward are the exception: they have loops of their own (see
+:mod:`numpyro_ssm.ops._hmm_forward`), which the serial-equals-parallel tests check against
+the associative version, time-varying transitions and masks included.
 
 Model and conventions (as TFP, dynamax and Stan): ``z_1 ~ Categorical(initial_probs)``,
 ``z_{t+1} | z_t ~ Categorical(transition_matrix[t, z_t])`` for the ``T - 1`` transitions, and
 ``log_likelihoods[t, k] = log p(y_t | z_t = k)``. A step with ``obs_mask[t] = False`` contributes
 nothing: its log-likelihoods are treated as zeros.
 
-Numerics. Forward messages are kept as *row-normalized matrices with log-normalizers*: an element
-is ``(P, log_z)`` standing for the matrix ``exp(log_z)[:, None] * P`` with rows of ``P`` summing
-to one. Element construction uses ``logsumexp``, so exact zeros in the transition matrix and
-log-likelihoods of ``-1e4`` neither underflow nor produce NaN. The marginals are the derivatives
+Numerics. Parallel forward elements are *row-normalized matrices with log-normalizers*: an
+element is ``(P, log_z)`` standing for the matrix ``exp(log_z)[:, None] * P`` with rows of ``P``
+summing to one. Element construction uses ``logsumexp``, so exact zeros in the transition matrix
+and log-likelihoods of ``-1e4`` neither underflow nor produce NaN. The sequential loops carry
+messages in probability space, normalized at every step, with each step's likelihoods scaled to
+peak at one and the scales added in log space. The marginals are the derivatives
 of the log-marginal with respect to the log-potentials, so the log-marginal's derivative (a
-custom JVP) is the smoother: one normalized backward recursion (serial), or a reverse
+custom JVP) is the smoother: one normalized backward loop (serial), or a reverse
 associative scan of the same elements (parallel). Gradients cost one backward pass, not autodiff
 through the scan. The parallel scans run in chunks that bound their working memory (about 256
 MB of K x K elements), so ``parallel=True`` at K = 50, T = 1e5 fits in a few GB. Backtracking
