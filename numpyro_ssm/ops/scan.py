@@ -39,7 +39,6 @@ def prefix_scan(
     *,
     parallel: bool = False,
     reverse: bool = False,
-    fold: Callable[[PyTree, PyTree], PyTree] | None = None,
     chunk_size: int | None = None,
 ) -> PyTree:
     """Cumulative combinations of ``first`` and the elements built from ``inputs``.
@@ -59,11 +58,6 @@ def prefix_scan(
         inputs: pytree whose leaves share a leading time axis of length ``n``.
         parallel: use ``lax.associative_scan`` instead of ``lax.scan``.
         reverse: accumulate from the end (suffix combinations).
-        fold: optional shortcut for the sequential scan, ``fold(carry, inputs_t)`` equal to
-            ``combine(carry, make_element(inputs_t))`` (or ``combine(element, carry)`` with
-            ``reverse=True``) for a compact carry, but cheaper: e.g. a vector-matrix forward
-            step instead of building a normalized element. Ignored with ``parallel=True``.
-            The serial-equals-parallel tests check that the two agree.
         chunk_size: with ``parallel=True``, run the associative scan over chunks of this many
             elements, one chunk after the other (see the module docstring). ``None`` scans all
             elements at once. Ignored with ``parallel=False``.
@@ -83,11 +77,8 @@ def prefix_scan(
         return _chunked(combine, make_element, first, inputs, chunk_size, reverse)
 
     def step(carry, inputs_t):
-        if fold is not None:
-            new = fold(carry, inputs_t)
-        else:
-            element = make_element(inputs_t)
-            new = combine(element, carry) if reverse else combine(carry, element)
+        element = make_element(inputs_t)
+        new = combine(element, carry) if reverse else combine(carry, element)
         return new, new
 
     _, rest = lax.scan(step, first, inputs, reverse=reverse)
