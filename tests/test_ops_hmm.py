@@ -317,6 +317,34 @@ def test_float32_long_sequence_finite_value_and_gradients(parallel):
     )
 
 
+@pytest.mark.parametrize("switch_prob", [1e-30, 1e-6])
+def test_float32_sticky_chain_with_surprising_observations_matches_float64(switch_prob):
+    # The serial loops and the marginals work in probability space. Near-impossible switches
+    # (1e-30 is representable in float32) that the observations nevertheless demand (30 nats
+    # per step) are the hardest case for that: nothing may underflow to a NaN or a zero row.
+    rng = np.random.default_rng(11)
+    K, T = 3, 600
+    A = np.full((K, K), switch_prob)
+    np.fill_diagonal(A, 1.0 - (K - 1) * switch_prob)
+    pi = np.full(K, 1.0 / K)
+    regime = (np.arange(T) // 50) % K
+    ll = -30.0 * (np.arange(K)[None, :] != regime[:, None]) + rng.normal(size=(T, K))
+    ref = hmm_smoother(pi, A, ll)
+    args32 = [x.astype(np.float32) for x in (pi, A, ll)]
+    for parallel in (False, True):
+        post = hmm_smoother(*args32, parallel=parallel)
+        assert post.smoothed_probs.dtype == jnp.float32
+        np.testing.assert_allclose(post.log_marginal, ref.log_marginal, rtol=1e-5)
+        np.testing.assert_allclose(post.smoothed_probs, ref.smoothed_probs, atol=1e-5)
+        np.testing.assert_allclose(
+            post.expected_transitions, ref.expected_transitions, rtol=1e-4, atol=1e-5
+        )
+        grad = jax.grad(lambda x, p=parallel: hmm_filter(*args32[:2], x, parallel=p).log_marginal)(
+            args32[2]
+        )
+        np.testing.assert_allclose(grad, ref.smoothed_probs, atol=1e-5)
+
+
 def test_against_tfp_hidden_markov_model():
     from tensorflow_probability.substrates import jax as tfp
 
