@@ -149,27 +149,31 @@ def _serial_smoother(log_init, log_trans, log_lik):
     """
     messages, sums, increments = _serial_forward(log_init, log_trans, log_lik, True)
     filtered = _divide_rows(messages, sums)
-    beta = _serial_backward(log_trans, log_lik)
     lik_next = _scaled_likelihoods(log_lik[1:])[0]  # the forward loop's (same expression)
+    beta = _serial_backward(log_trans, lik_next)
     smoothed, transitions = _marginals(filtered, beta, lik_next, log_trans, sums[1:])
     log_evidence = jnp.cumsum(increments)
     return log_evidence[-1], filtered, log_evidence, smoothed, transitions
 
 
-def _serial_backward(log_trans, log_lik):
+def _serial_backward(log_trans, lik_next):
     """Backward messages ``beta_t ∝ p(y_{t+1:T} | z_t)``, each peaking at one, shape (T, K).
 
     A sequential loop carries ``b_{t+1}`` and its sum ``s_{t+1}``, and computes
     ``[A_t; 1ᵀ A_t] (b_{t+1} / s_{t+1} * lik_{t+1})``: ``b_t`` and ``s_t`` from one product.
+
+    Args:
+        log_trans: shape ``(T - 1 | 1, K, K)``.
+        lik_next: shape ``(T - 1, K)``, ``p(y_t | z_t)`` for ``t >= 2`` up to a positive factor
+            per ``t`` (:func:`_scaled_likelihoods`).
     """
-    num_states = log_lik.shape[-1]
+    num_states = lik_next.shape[-1]
     trans = jnp.exp(log_trans)
-    lik, _ = _scaled_likelihoods(log_lik[1:])
 
     def step(carry, inputs):
-        augmented, lik_next = inputs
+        augmented, lik_t = inputs
         b, total = carry
-        out = augmented @ (b / jnp.where(total > 0, total, 1.0) * lik_next)
+        out = augmented @ (b / jnp.where(total > 0, total, 1.0) * lik_t)
         return (out[:num_states], out[num_states]), out[:num_states]
 
     def augment(trans_t):
@@ -177,11 +181,11 @@ def _serial_backward(log_trans, log_lik):
 
     if trans.shape[0] == 1:  # close over the matrix rather than stacking it over time
         augmented = augment(trans[0])
-        body, inputs = (lambda carry, lik_next: step(carry, (augmented, lik_next))), lik
+        body, inputs = (lambda carry, lik_t: step(carry, (augmented, lik_t))), lik_next
     else:
         body = lambda carry, inp: step(carry, (augment(inp[0]), inp[1]))  # noqa: E731
-        inputs = (trans, lik)
-    last = jnp.ones(num_states, log_lik.dtype)
+        inputs = (trans, lik_next)
+    last = jnp.ones(num_states, lik_next.dtype)
     _, betas = lax.scan(body, (last, jnp.sum(last)), inputs, reverse=True)
     betas = jnp.concatenate([betas, last[None]])
     peak = jnp.max(betas, axis=-1, keepdims=True)
