@@ -164,17 +164,7 @@ def test_serial_equals_parallel_long_time_varying_masked():
     )
 
 
-@pytest.mark.parametrize("time_varying", [False, True])
-def test_chunked_parallel_scans_equal_serial(monkeypatch, time_varying):
-    # Chunks of 16 steps (K = 5, float64): 18 full chunks and a tail of 12 transitions.
-    monkeypatch.setattr(hmm_forward, "_CHUNK_BYTES", 16 * 5 * 5 * 8)
-    assert hmm_forward._chunk_length(5, jnp.float64) == 16
-    rng = np.random.default_rng(13)
-    K, T = 5, 301  # a length no other test compiles, so no cached unchunked trace is reused
-    pi, A, ll = random_hmm(rng, K, T, time_varying=time_varying)
-    mask = rng.uniform(size=T) > 0.2
-    assert_smoother_and_mode_serial_equal_parallel(pi, A, ll, mask)
-
+def assert_parallel_gradients_equal_serial(pi, A, ll, mask):
     def log_marginal(logits, ll, parallel):
         return hmm_filter(
             pi, transition_logits=logits, log_likelihoods=ll, obs_mask=mask, parallel=parallel
@@ -183,6 +173,35 @@ def test_chunked_parallel_scans_equal_serial(monkeypatch, time_varying):
     grad = jax.grad(log_marginal, argnums=(0, 1))
     for a, b in zip(grad(np.log(A), ll, False), grad(np.log(A), ll, True), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("time_varying", [False, True])
+def test_chunked_parallel_scans_equal_serial(monkeypatch, time_varying):
+    # Chunks of 16 steps (K = 5, float64) for the filter: 18 full chunks and a tail of 12
+    # transitions; the smoother's scan of paired elements takes chunks of 8: 37 and a tail of 4.
+    monkeypatch.setattr(hmm_forward, "_CHUNK_BYTES", 16 * 5 * 5 * 8)
+    assert hmm_forward._chunk_length(5, jnp.float64) == 16
+    rng = np.random.default_rng(13)
+    K, T = 5, 301  # a length no other test compiles, so no cached unchunked trace is reused
+    pi, A, ll = random_hmm(rng, K, T, time_varying=time_varying)
+    mask = rng.uniform(size=T) > 0.2
+    assert_smoother_and_mode_serial_equal_parallel(pi, A, ll, mask)
+    assert_parallel_gradients_equal_serial(pi, A, ll, mask)
+
+
+def test_gpu_element_product_equals_serial(monkeypatch):
+    # On a CUDA GPU the parallel scans multiply K x K elements by a fused broadcast-sum
+    # (hmm_forward._element_product picks it when the code is lowered). CI has no GPU, so the
+    # product is checked here, and then put in the GEMM's place for the whole parallel path.
+    rng = np.random.default_rng(21)
+    a, b = rng.uniform(size=(2, 7, 4, 4)), rng.uniform(size=(2, 7, 4, 4))
+    np.testing.assert_allclose(hmm_forward._fused_matmul(a, b), a @ b, rtol=1e-13)
+    monkeypatch.setattr(hmm_forward, "_element_product", hmm_forward._fused_matmul)
+    K, T = 4, 203  # a length no other test compiles, so no cached GEMM trace is reused
+    pi, A, ll = random_hmm(rng, K, T)
+    mask = rng.uniform(size=T) > 0.2
+    assert_smoother_and_mode_serial_equal_parallel(pi, A, ll, mask)
+    assert_parallel_gradients_equal_serial(pi, A, ll, mask)
 
 
 def test_parallel_log_marginal_has_forward_mode_and_hessians():

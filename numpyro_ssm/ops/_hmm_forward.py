@@ -26,6 +26,7 @@ from numpyro_ssm.ops._hmm_common import _normalize, _safe_max, _with_transitions
 from numpyro_ssm.ops.scan import prefix_scan
 
 _CHUNK_BYTES = 2**28  # K x K elements per chunk of a parallel scan: 256 MB
+_FUSED_MATMUL_MAX_K = 16  # the largest K whose element products are fused on a GPU
 
 
 def _chunk_length(num_states, dtype):
@@ -36,12 +37,36 @@ def _chunk_length(num_states, dtype):
     return max(1, _CHUNK_BYTES // (num_states * num_states * jnp.dtype(dtype).itemsize))
 
 
-def _forward_element(log_trans_t, log_lik_t):
-    """Element ``M[i, j] = A[i, j] p(y_t | z_t = j)`` as ``(P, log_z)``; rows of ``P`` sum to 1."""
-    log_m = log_trans_t + log_lik_t[..., None, :]
+def _row_normalized(log_m):
+    """The matrix ``exp(log_m)`` as ``(P, log_z)``: rows of ``P`` sum to one."""
     log_z = logsumexp(log_m, axis=-1)
     safe_z = jnp.where(jnp.isfinite(log_z), log_z, 0.0)
     return jnp.exp(log_m - safe_z[..., None]), log_z
+
+
+def _forward_element(log_trans_t, log_lik_t):
+    """Element ``M[i, j] = A[i, j] p(y_t | z_t = j)`` as ``(P, log_z)``; rows of ``P`` sum to 1."""
+    return _row_normalized(log_trans_t + log_lik_t[..., None, :])
+
+
+def _fused_matmul(a, b):
+    """``a @ b`` as one broadcast multiply and sum, which XLA fuses into a single kernel."""
+    return jnp.sum(a[..., :, :, None] * b[..., None, :, :], axis=-2)
+
+
+def _element_product(a, b):
+    """Batched ``a @ b`` of the parallel scans' K x K elements.
+
+    On a CUDA GPU with K <= ``_FUSED_MATMUL_MAX_K`` the product is a fused broadcast-sum: on one
+    H100 at T = 1e5 it made the parallel value+grad (:func:`_parallel_smoother`) 1.04 to 3.8
+    times faster than the batched GEMM (K = 3 and 10, float32 and float64). On the CPU it was
+    1.15 times (K = 3) to 2.5 times (K = 10) slower, so the CPU keeps the GEMM. The choice is
+    made when the code is lowered (``lax.platform_dependent``): the compiled program has no
+    branch.
+    """
+    if a.shape[-1] > _FUSED_MATMUL_MAX_K:
+        return a @ b
+    return lax.platform_dependent(a, b, cuda=_fused_matmul, default=jnp.matmul)
 
 
 def _forward_combine(earlier, later):
@@ -50,7 +75,7 @@ def _forward_combine(earlier, later):
     p2, z2 = later
     shift = _safe_max(z2, axis=-1)
     weighted = p1 * jnp.exp(z2 - shift)[..., None, :]
-    return _normalize(weighted @ p2, z1 + shift)
+    return _normalize(_element_product(weighted, p2), z1 + shift)
 
 
 def _scaled_likelihoods(log_lik):
@@ -206,7 +231,7 @@ def _marginals(filtered, beta, lik_next, log_trans, sums_next=None):
     Args:
         filtered: shape ``(T, K)``, ``p(z_t | y_{1:t})``.
         beta: shape ``(T, K)``, ``p(y_{t+1:T} | z_t)`` up to a positive factor per ``t``,
-            peaking at one.
+            peaking at one (serial) or summing to one (parallel).
         lik_next: shape ``(T - 1, K)``, ``p(y_t | z_t)`` for ``t >= 2`` up to a positive
             factor per ``t``, peaking at one (:func:`_scaled_likelihoods`).
         log_trans: shape ``(T - 1 | 1, K, K)``.
@@ -234,44 +259,71 @@ def _marginals(filtered, beta, lik_next, log_trans, sums_next=None):
     return smoothed, before[:, :, None] * trans * scaled[:, None, :]
 
 
-def _backward_combine(earlier, later):
-    """:func:`_forward_combine` with the log-normalizers shifted to peak at zero.
+_BACKWARD_SHIFT = (0.0, 1.0)  # which half of a pair element has its log-normalizers shifted
 
-    It is the product up to a positive scalar, which is all backward messages need, and no
-    offset grows with T to eat the digits of their differences (float32 at T = 1e5).
+
+def _pair_element(log_trans_t, log_lik_t, log_trans_r, log_lik_r):
+    """A forward element and a transposed one, stacked: ``(P (2, K, K), log_z (2, K))``.
+
+    The first is :func:`_forward_element` of step ``t``; the second is ``M_r^T``,
+    ``M_r^T[j, i] = A_r[i, j] p(y_r | z_r = j)``, for the mirrored step ``r``.
+    """
+    forward = _forward_element(log_trans_t, log_lik_t)
+    backward = _row_normalized(jnp.swapaxes(log_trans_r, -1, -2) + log_lik_r[..., :, None])
+    return jax.tree.map(lambda f, b: jnp.stack([f, b]), forward, backward)
+
+
+def _pair_combine(earlier, later):
+    """:func:`_forward_combine` of both halves of two pair elements.
+
+    The backward half's log-normalizers are shifted to peak at zero: that half is needed only up
+    to a positive scalar, and so no offset grows with T to eat the digits of their differences
+    (float32 at T = 1e5). The forward half keeps its offsets: they are the log evidence.
     """
     probs, log_z = _forward_combine(earlier, later)
-    return probs, log_z - _safe_max(log_z, axis=-1)
-
-
-def _log_backward(log_trans, log_lik, chunk):
-    """Parallel backward messages: ``log beta_t = log p(y_{t+1:T} | z_t) + c_t``, shape (T, K).
-
-    The suffix product ``A_t diag(lik_{t+1}) ... A_{T-1} diag(lik_T)`` applied to a matrix of
-    ones has every column equal to ``beta_t``: its rows are uniform and its log-normalizers are
-    ``log beta_t`` up to the constant ``c_t``.
-    """
-    num_states = log_lik.shape[-1]
-    make_element, inputs = _with_transitions(_forward_element, log_trans, (log_lik[1:],))
-    ones = (
-        jnp.full((num_states, num_states), 1.0 / num_states, log_lik.dtype),
-        jnp.zeros(num_states, log_lik.dtype),
-    )
-    _, log_beta = prefix_scan(
-        _backward_combine, make_element, ones, inputs, parallel=True, reverse=True, chunk_size=chunk
-    )
-    return log_beta
+    shifted = jnp.asarray(_BACKWARD_SHIFT, log_z.dtype).reshape((1,) * (log_z.ndim - 2) + (2, 1))
+    return probs, log_z - shifted * _safe_max(log_z, axis=-1)
 
 
 def _parallel_smoother(log_init, log_trans, log_lik, chunk=None):
-    """Forward-backward by two associative scans: the outputs of :func:`_serial_smoother`."""
+    """Forward-backward by one associative scan: the outputs of :func:`_serial_smoother`.
+
+    The backward messages are a forward recursion too, on the transposed elements in reverse
+    time: ``beta_t^T = 1^T M_T^T ... M_{t+1}^T`` (with ``M_s = A_{s-1} diag(lik_s)``). Its
+    prefix products, started from a matrix of equal rows, have equal rows proportional to
+    ``beta_t^T``. So one scan runs both recursions: the forward element of the k-th step is
+    stacked with the transposed element of the k-th step from the end. That halves the number of
+    kernels, each handling twice the data. On one H100 at T = 1e5 (K = 3 and 10, float32 and
+    float64, batched GEMM products) the value+grad took 0.91 to 0.94 of the time of two scans;
+    on the CPU its compile time went from 10.5 s to 6.5 s at K = 3, and its run time rose about
+    1.3 times at K = 3 (the serial smoother is the fast one there).
+    """
+    num_states = log_lik.shape[-1]
     if chunk is None:
-        chunk = _chunk_length(log_lik.shape[-1], log_lik.dtype)
-    filtered, log_evidence = _forward(log_init, log_trans, log_lik, parallel=True, chunk=chunk)
-    log_beta = _log_backward(log_trans, log_lik, chunk)
-    beta = jnp.exp(log_beta - _safe_max(log_beta, axis=-1))
-    lik_next = _scaled_likelihoods(log_lik[1:])[0]
-    smoothed, transitions = _marginals(filtered, beta, lik_next, log_trans)
+        chunk = max(1, _chunk_length(num_states, log_lik.dtype) // 2)
+    first_log = log_init + log_lik[0]
+    shift = _safe_max(first_log, axis=-1)
+    first_probs, first_log_z = _normalize(jnp.exp(first_log - shift), shift)
+    uniform = jnp.full(num_states, 1.0 / num_states, log_lik.dtype)
+    # compact rows, broadcast by prefix_scan: the forward start and the equal rows of ones
+    first = (
+        jnp.stack([first_probs, uniform])[:, None, :],
+        jnp.stack([first_log_z, jnp.zeros_like(first_log_z)]),  # first_log_z has shape (1,)
+    )
+    lik = log_lik[1:]
+    if log_trans.shape[0] == 1:  # close over the matrix rather than stacking it over time
+        trans = log_trans[0]
+        make_element = lambda inp: _pair_element(trans, inp[0], trans, inp[1])  # noqa: E731
+        inputs = (lik, lik[::-1])
+    else:
+        make_element = lambda inp: _pair_element(*inp)  # noqa: E731
+        inputs = (log_trans, lik, log_trans[::-1], lik[::-1])
+    probs, log_z = prefix_scan(
+        _pair_combine, make_element, first, inputs, parallel=True, chunk_size=chunk
+    )
+    filtered, log_evidence = probs[:, 0, 0, :], log_z[:, 0, 0]
+    beta = probs[::-1, 1, 0, :]
+    smoothed, transitions = _marginals(filtered, beta, _scaled_likelihoods(lik)[0], log_trans)
     return log_evidence[-1], filtered, log_evidence, smoothed, transitions
 
 
