@@ -15,7 +15,8 @@ in float32 and float64, at T = 10⁵ by default. Times are the median of repeate
 (``block_until_ready``), compile time is measured apart (``benchmarks/_timing.py``). Every
 method's log-likelihood is compared with numpyro_ssm serial in the same dtype (rtol 1e-6 in
 float64, 1e-3 in float32); a method whose result comes back in another dtype than its inputs
-is flagged.
+is flagged. Its gradient's largest difference from numpyro_ssm serial's, relative to the
+largest serial entry (at least one), is printed too.
 
 It prints the device, the jax / jaxlib / numpyro / numpyro_ssm / dynamax versions and a table,
 and writes everything to ``--out`` as JSON.
@@ -91,6 +92,7 @@ def bench(model, size, num_steps, dtype, method, args):
     compile_s, steady, (value, grads) = compile_and_time(fn, (params, y), **repeat)
     result = {"grad": steady, "grad_compile": compile_s, "log_likelihood": float(value)}
     result["out_dtype"] = str(value.dtype)
+    result["_grads"] = [np.asarray(g, dtype=np.float64) for g in jax.tree.leaves(grads)]
     if not all(bool(jnp.all(jnp.isfinite(g))) for g in grads):
         result["note"] = "non-finite gradient"
     if args.with_value:
@@ -100,10 +102,21 @@ def bench(model, size, num_steps, dtype, method, args):
 
 
 def check(results, dtype):
-    """Set ``agrees`` on every result: compared with numpyro_ssm serial."""
-    reference = results.get("serial", {}).get("log_likelihood")
+    """Set ``agrees`` and ``grad_rel_diff`` on every result: compared with numpyro_ssm serial.
+
+    ``grad_rel_diff`` is the largest ``max|g - g_serial| / max(1, max|g_serial|)`` over the
+    gradient's leaves (the methods share one parameter tree).
+    """
+    serial = results.get("serial", {})
+    reference, reference_grads = serial.get("log_likelihood"), serial.get("_grads")
     rtol = 1e-6 if dtype == "float64" else 1e-3
     for res in results.values():
+        grads = res.pop("_grads", None)
+        if grads is not None and reference_grads is not None:
+            res["grad_rel_diff"] = max(
+                float(np.max(np.abs(g - r)) / max(1.0, np.max(np.abs(r))))
+                for g, r in zip(grads, reference_grads, strict=True)
+            )
         value = res.get("log_likelihood")
         if value is None:
             res["agrees"] = "—"
@@ -132,6 +145,7 @@ COLUMNS = (
     "our serial ÷ this",
     "ours ÷ dynamax (same scan)",
     "log-lik agrees",
+    "grad rel. diff",
 )
 
 
@@ -153,6 +167,7 @@ def row_cells(dtype, model, size, num_steps, method, res, results):
         fmt(serial / grad, 2) if serial and grad else "—",
         fmt(grad / peer_grad, 2) if grad and peer_grad else "—",
         res.get("agrees", res.get("note", "—")),
+        f"{res['grad_rel_diff']:.1e}" if "grad_rel_diff" in res else "—",
     ]
 
 
