@@ -60,6 +60,32 @@ def test_chunked_parallel_scan_equals_loop_and_single_scan(reverse, num_steps, c
         np.testing.assert_allclose(got, one, rtol=1e-12, atol=1e-15)
 
 
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("parallel, chunk_size", [(False, None), (True, None), (True, 4)])
+def test_keep_returns_its_part_of_every_combination(reverse, parallel, chunk_size):
+    # Prefixes from a row have equal rows, suffixes into a column equal columns: keep one.
+    def keep(out):
+        return (out[0][..., :, -1] if reverse else out[0][..., -1, :]), out[1]
+
+    rng = np.random.default_rng(3)
+    inputs = (rng.uniform(0.2, 0.45, size=(11, 3, 3)), rng.normal(size=11))
+    first = (jnp.asarray(rng.uniform(size=(3, 1) if reverse else (1, 3))), jnp.asarray(0.5))
+    expected = keep(_loop(first, inputs, reverse))
+    got = prefix_scan(
+        _combine,
+        _make_element,
+        first,
+        inputs,
+        parallel=parallel,
+        reverse=reverse,
+        chunk_size=chunk_size,
+        keep=keep,
+    )
+    for g, ref in zip(got, expected, strict=True):
+        assert g.shape == ref.shape
+        np.testing.assert_allclose(g, ref, rtol=1e-12, atol=1e-15)
+
+
 def test_chunked_scan_under_jit_vmap_and_grad():
     rng = np.random.default_rng(0)
     matrices = rng.uniform(0.2, 0.45, size=(2, 11, 3, 3))

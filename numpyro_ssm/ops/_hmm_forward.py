@@ -132,6 +132,16 @@ def _serial_forward(log_init, log_trans, log_lik, keep_messages):
     return messages, sums, increments
 
 
+def _row_0(combinations):
+    """Row 0 of prefix combinations ``(P, log_z)``: the only one needed, as all rows are equal.
+
+    A prefix starts from a matrix of equal rows (an initial distribution, or ones), so its rows
+    stay equal; keeping one row makes the scans' stored output O(T K) instead of O(T K^2).
+    """
+    probs, log_z = combinations
+    return probs[..., 0, :], log_z[..., 0]
+
+
 def _divide_rows(messages, sums):
     """``messages / sums[:, None]``, with zero rows where the sum is zero."""
     return messages / jnp.where(sums > 0, sums, 1.0)[:, None]
@@ -152,10 +162,9 @@ def _forward(log_init, log_trans, log_lik, parallel, chunk=None):
     make_element, inputs = _with_transitions(_forward_element, log_trans, (log_lik[1:],))
     if chunk is None:
         chunk = _chunk_length(log_lik.shape[-1], log_lik.dtype)
-    probs, log_z = prefix_scan(
-        _forward_combine, make_element, first, inputs, parallel=True, chunk_size=chunk
+    return prefix_scan(
+        _forward_combine, make_element, first, inputs, parallel=True, chunk_size=chunk, keep=_row_0
     )
-    return probs[:, 0, :], log_z[:, 0]
 
 
 def _serial_smoother(log_init, log_trans, log_lik):
@@ -319,10 +328,9 @@ def _parallel_smoother(log_init, log_trans, log_lik, chunk=None):
         make_element = lambda inp: _pair_element(*inp)  # noqa: E731
         inputs = (log_trans, lik, log_trans[::-1], lik[::-1])
     probs, log_z = prefix_scan(
-        _pair_combine, make_element, first, inputs, parallel=True, chunk_size=chunk
+        _pair_combine, make_element, first, inputs, parallel=True, chunk_size=chunk, keep=_row_0
     )
-    filtered, log_evidence = probs[:, 0, 0, :], log_z[:, 0, 0]
-    beta = probs[::-1, 1, 0, :]
+    filtered, log_evidence, beta = probs[:, 0], log_z[:, 0], probs[::-1, 1]
     smoothed, transitions = _marginals(filtered, beta, _scaled_likelihoods(lik)[0], log_trans)
     return log_evidence[-1], filtered, log_evidence, smoothed, transitions
 

@@ -17,6 +17,8 @@ scan (so memory stays O(1) in T), vectorized over time for the parallel one.
 many steps, each chunk runs ``lax.associative_scan`` (O(log chunk_size) depth) started from the
 previous chunks' combination, and a ``lax.scan`` walks the chunks. Depth becomes
 O((T / chunk_size) log chunk_size) and the intermediates of only one chunk are alive at a time.
+``keep`` then bounds the output: what it keeps of each chunk's combinations (a row of each
+K x K matrix, say) is all that is stored for the T steps.
 """
 
 from collections.abc import Callable
@@ -40,6 +42,7 @@ def prefix_scan(
     parallel: bool = False,
     reverse: bool = False,
     chunk_size: int | None = None,
+    keep: Callable[[PyTree], PyTree] | None = None,
 ) -> PyTree:
     """Cumulative combinations of ``first`` and the elements built from ``inputs``.
 
@@ -61,20 +64,25 @@ def prefix_scan(
         chunk_size: with ``parallel=True``, run the associative scan over chunks of this many
             elements, one chunk after the other (see the module docstring). ``None`` scans all
             elements at once. Ignored with ``parallel=False``.
+        keep: maps combinations (leaves with a leading time axis) to the part of them to
+            return; applied chunk by chunk, so that the rest is never stored for all steps.
+            ``None`` keeps everything.
 
     Returns:
-        A pytree whose leaves have a leading axis of length ``n + 1``. With ``parallel=False``
-        the trailing shape is the shape of ``first`` (compact); with ``parallel=True`` it is the
-        full element shape. Callers read the result through indices valid for both.
+        A pytree whose leaves have a leading axis of length ``n + 1``: ``keep`` of the
+        combinations. With ``parallel=False`` the trailing shape of a combination is the shape
+        of ``first`` (compact); with ``parallel=True`` it is the full element shape. Callers read
+        the result through indices valid for both.
     """
+    keep = (lambda out: out) if keep is None else keep
     if parallel:
         if chunk_size is None or chunk_size >= _length(inputs):
             elements = jax.vmap(make_element)(inputs)
             first_full = jax.tree.map(
                 lambda f, e: jnp.broadcast_to(f, e.shape[1:]), first, elements
             )
-            return _associative(combine, elements, first_full, reverse)
-        return _chunked(combine, make_element, first, inputs, chunk_size, reverse)
+            return keep(_associative(combine, elements, first_full, reverse))
+        return _chunked(combine, make_element, first, inputs, chunk_size, reverse, keep)
 
     def step(carry, inputs_t):
         element = make_element(inputs_t)
@@ -83,8 +91,8 @@ def prefix_scan(
 
     _, rest = lax.scan(step, first, inputs, reverse=reverse)
     if reverse:
-        return jax.tree.map(lambda r, f: jnp.concatenate([r, f[None]]), rest, first)
-    return jax.tree.map(lambda f, r: jnp.concatenate([f[None], r]), first, rest)
+        return keep(jax.tree.map(lambda r, f: jnp.concatenate([r, f[None]]), rest, first))
+    return keep(jax.tree.map(lambda f, r: jnp.concatenate([f[None], r]), first, rest))
 
 
 def _length(inputs):
@@ -104,7 +112,7 @@ def _associative(combine, elements, boundary, reverse):
     return lax.associative_scan(combine, stacked)
 
 
-def _chunked(combine, make_element, first, inputs, chunk_size, reverse):
+def _chunked(combine, make_element, first, inputs, chunk_size, reverse, keep):
     """The parallel prefix (or suffix) combinations, one chunk of ``chunk_size`` steps at a time.
 
     Time is cut into ``num_chunks`` full chunks followed by a shorter tail. Each chunk's scan
@@ -121,13 +129,13 @@ def _chunked(combine, make_element, first, inputs, chunk_size, reverse):
     def run(carry, chunk):
         out = _associative(combine, jax.vmap(make_element)(chunk), carry, reverse)
         if reverse:
-            return jax.tree.map(lambda o: o[0], out), jax.tree.map(lambda o: o[:-1], out)
-        return jax.tree.map(lambda o: o[-1], out), jax.tree.map(lambda o: o[1:], out)
+            return jax.tree.map(lambda o: o[0], out), keep(jax.tree.map(lambda o: o[:-1], out))
+        return jax.tree.map(lambda o: o[-1], out), keep(jax.tree.map(lambda o: o[1:], out))
 
     def flat(stacked):
         return jax.tree.map(lambda y: y.reshape((split,) + y.shape[2:]), stacked)
 
-    boundary_row = jax.tree.map(lambda b: b[None], boundary)
+    boundary_row = keep(jax.tree.map(lambda b: b[None], boundary))
     if reverse:  # the tail is last in time, so its scan runs first
         carry, tail_out = run(boundary, tail) if tail_length else (boundary, None)
         _, head_out = lax.scan(run, carry, head, reverse=True)
