@@ -115,14 +115,21 @@ def _associative(combine, elements, boundary, reverse):
 def _chunked(combine, make_element, first, inputs, chunk_size, reverse, keep):
     """The parallel prefix (or suffix) combinations, one chunk of ``chunk_size`` steps at a time.
 
-    Time is cut into ``num_chunks`` full chunks followed by a shorter tail. Each chunk's scan
-    starts from the combination of everything before it (after it, with ``reverse=True``), which
-    the previous chunk hands over as the carry.
+    Each chunk's scan starts from the combination of everything before it (after it, with
+    ``reverse=True``), which the previous chunk hands over as the carry. The inputs are padded to
+    whole chunks with copies of their last (first, with ``reverse=True``) step, placed after
+    (before) every real step: no real combination depends on them, their outputs are dropped,
+    and one compiled chunk serves all of T (a separate tail scan doubled the compile time).
     """
-    num_chunks, tail_length = divmod(_length(inputs), chunk_size)
-    split = num_chunks * chunk_size
-    head = jax.tree.map(lambda x: x[:split].reshape((num_chunks, chunk_size) + x.shape[1:]), inputs)
-    tail = jax.tree.map(lambda x: x[split:], inputs)
+    length = _length(inputs)
+    num_chunks = -(-length // chunk_size)
+    pad = num_chunks * chunk_size - length
+
+    def padded_chunks(x):
+        edge = jnp.repeat(x[:1] if reverse else x[-1:], pad, axis=0)
+        x = jnp.concatenate([edge, x] if reverse else [x, edge])
+        return x.reshape((num_chunks, chunk_size) + x.shape[1:])
+
     element_shapes = jax.eval_shape(make_element, jax.tree.map(lambda x: x[0], inputs))
     boundary = jax.tree.map(lambda f, e: jnp.broadcast_to(f, e.shape), first, element_shapes)
 
@@ -132,17 +139,9 @@ def _chunked(combine, make_element, first, inputs, chunk_size, reverse, keep):
             return jax.tree.map(lambda o: o[0], out), keep(jax.tree.map(lambda o: o[:-1], out))
         return jax.tree.map(lambda o: o[-1], out), keep(jax.tree.map(lambda o: o[1:], out))
 
-    def flat(stacked):
-        return jax.tree.map(lambda y: y.reshape((split,) + y.shape[2:]), stacked)
-
+    _, out = lax.scan(run, boundary, jax.tree.map(padded_chunks, inputs), reverse=reverse)
+    out = jax.tree.map(lambda y: y.reshape((num_chunks * chunk_size,) + y.shape[2:]), out)
     boundary_row = keep(jax.tree.map(lambda b: b[None], boundary))
-    if reverse:  # the tail is last in time, so its scan runs first
-        carry, tail_out = run(boundary, tail) if tail_length else (boundary, None)
-        _, head_out = lax.scan(run, carry, head, reverse=True)
-        pieces = [flat(head_out), tail_out, boundary_row]
-    else:
-        carry, head_out = lax.scan(run, boundary, head)
-        tail_out = run(carry, tail)[1] if tail_length else None
-        pieces = [boundary_row, flat(head_out), tail_out]
-    pieces = [piece for piece in pieces if piece is not None]
-    return jax.tree.map(lambda *p: jnp.concatenate(p), *pieces)
+    if reverse:
+        return jax.tree.map(lambda o, b: jnp.concatenate([o[pad:], b]), out, boundary_row)
+    return jax.tree.map(lambda b, o: jnp.concatenate([b, o[:length]]), boundary_row, out)
