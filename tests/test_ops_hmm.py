@@ -177,8 +177,9 @@ def assert_parallel_gradients_equal_serial(pi, A, ll, mask):
 
 @pytest.mark.parametrize("time_varying", [False, True])
 def test_chunked_parallel_scans_equal_serial(monkeypatch, time_varying):
-    # Chunks of 16 steps (K = 5, float64) for the filter: 18 full chunks and a tail of 12
-    # transitions; the smoother's scan of paired elements takes chunks of 8: 37 and a tail of 4.
+    # Chunks of 16 steps (K = 5, float64) for the filter's 300 transitions: 19 chunks, the last
+    # padded with 4 copies of the last step; the smoother's scan of paired elements takes
+    # chunks of 8: 38 chunks, the last padded with 4 too.
     monkeypatch.setattr(hmm_forward, "_CHUNK_BYTES", 16 * 5 * 5 * 8)
     assert hmm_forward._chunk_length(5, jnp.float64) == 16
     rng = np.random.default_rng(13)
