@@ -21,6 +21,11 @@ largest serial entry (at least one), is printed too.
 It prints the device, the jax / jaxlib / numpyro / numpyro_ssm / dynamax versions and a table,
 and writes everything to ``--out`` as JSON.
 
+On jax 0.11.2 with CUDA 13 (one H100, 2026-11-23) dynamax's parallel HMM crashed XLA's Triton
+GEMM fusion pass (a check failure that kills the process) at K = 10 in float32 and K = 3 in
+float64. ``XLA_FLAGS=--xla_gpu_enable_triton_gemm=false`` avoids it; run every method with it
+for the side-by-side table (``docs/performance.md``).
+
 Typical use::
 
     python benchmarks/gpu.py --out gpu_results.json                 # on the GPU machine
