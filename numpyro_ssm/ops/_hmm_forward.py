@@ -80,7 +80,10 @@ def _forward_combine(earlier, later):
 
 
 def _scaled_likelihoods(log_lik):
-    """``(lik (T, K), shift (T,))`` with ``lik = exp(log_lik - shift)`` peaking at one per step."""
+    """``(lik (T, K), shift (T,))`` with ``lik = exp(log_lik - shift)`` peaking at one per step.
+
+    Also scales the first step's joint ``log_init + log_lik[0]`` (as a (1, K) array).
+    """
     shift = _safe_max(log_lik, axis=-1)
     return jnp.exp(log_lik - shift), shift[:, 0]
 
@@ -105,9 +108,7 @@ def _serial_forward(log_init, log_trans, log_lik, keep_messages):
         ``increments[t] = log p(y_t | y_{1:t-1})``.
     """
     num_states = log_lik.shape[-1]
-    first_log = log_init + log_lik[0]
-    first_shift = _safe_max(first_log, axis=-1)
-    first = jnp.exp(first_log - first_shift)
+    first, first_shift = _scaled_likelihoods(log_init[None] + log_lik[:1])  # (1, K), (1,)
     lik, shift = _scaled_likelihoods(log_lik[1:])
 
     def step(w, inputs):
@@ -124,20 +125,18 @@ def _serial_forward(log_init, log_trans, log_lik, keep_messages):
     else:  # build [A_t | 1] inside the loop: no second (T - 1, K, K) stack in memory
         body = lambda w, inp: step(w, (jnp.concatenate([jnp.exp(inp[0]), ones], 1), inp[1]))  # noqa: E731
         inputs = (log_trans, lik)
-    last, out = lax.scan(body, first, inputs)
+    last, out = lax.scan(body, first[0], inputs)
     messages, earlier_sums = out if keep_messages else (None, out)
     sums = jnp.concatenate([earlier_sums, jnp.sum(last)[None]])
     increments = safe_log(sums) + jnp.concatenate([first_shift, shift])
     if keep_messages:
-        messages = jnp.concatenate([first[None], messages])
+        messages = jnp.concatenate([first, messages])
     return messages, sums, increments
 
 
 def _first_row(log_init, log_lik_1):
     """``p(z_1, y_1)`` as a compact row element ``(P (1, K), log_z (1,))`` of the parallel scans."""
-    first_log = log_init + log_lik_1
-    shift = _safe_max(first_log, axis=-1)
-    return _normalize(jnp.exp(first_log - shift)[None, :], shift)
+    return _normalize(*_scaled_likelihoods((log_init + log_lik_1)[None]))
 
 
 def _row_0(combinations):
