@@ -53,6 +53,9 @@ CASES = [
     dict(K=2, T=7, time_varying=True, masked=True),
     dict(K=4, T=4, time_varying=False, zeros=True),
     dict(K=3, T=1, time_varying=False),
+    # above _UNROLLED_MAX_K and _FUSED_STEP_MAX_K: reduce ops and batched products
+    dict(K=17, T=3, time_varying=False),
+    dict(K=17, T=3, time_varying=True, masked=True),
 ]
 
 

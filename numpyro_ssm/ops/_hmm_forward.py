@@ -2,13 +2,8 @@
 
 The parallel scans' elements are row-normalized matrices with log-normalizers: an element
 ``(P, log_z)`` stands for ``exp(log_z)[:, None] * P`` with rows of ``P`` summing to one, built
-with ``logsumexp`` so that exact zeros and log-likelihoods of ``-1e4`` are safe.
-
-The sequential loops carry *lazily normalized* messages: step ``t`` divides by the sum of the
-message of step ``t - 1``, and that sum comes out of the step's matrix-vector product as one
-extra column (or row) of the transition matrix. A step is then one product and one fused
-elementwise kernel; a separate sum, divide and log per step made the loop 2 to 3.5 times
-slower on the CPU at K = 10 and 50 (XLA runs each of them as its own kernel).
+with ``logsumexp`` so that exact zeros and log-likelihoods of ``-1e4`` are safe. The sequential
+loops live in :mod:`numpyro_ssm.ops._hmm_serial`.
 
 The parallel scans run in chunks of :func:`_chunk_length` steps, so that the K x K elements alive
 at once stay within ``_CHUNK_BYTES`` whatever T, and store one row of each prefix
@@ -23,7 +18,13 @@ import jax.numpy as jnp
 from jax import lax
 from jax.scipy.special import logsumexp
 
-from numpyro_ssm.ops._hmm_common import _normalize, _safe_max, _with_transitions, safe_log
+from numpyro_ssm.ops._hmm_common import _normalize, _safe_max, _with_transitions
+from numpyro_ssm.ops._hmm_serial import (
+    _divide_rows,
+    _scaled_likelihoods,
+    _serial_forward,
+    _serial_smoother,
+)
 from numpyro_ssm.ops.scan import prefix_scan
 
 _CHUNK_BYTES = 2**28  # K x K elements per chunk of a parallel scan: 256 MB
@@ -74,64 +75,9 @@ def _forward_combine(earlier, later):
     """Product of two row-normalized elements, renormalized: ``(M1 M2)`` as ``(P, log_z)``."""
     p1, z1 = earlier
     p2, z2 = later
-    shift = _safe_max(z2, axis=-1)
+    shift = _safe_max(z2)
     weighted = p1 * jnp.exp(z2 - shift)[..., None, :]
     return _normalize(_element_product(weighted, p2), z1 + shift)
-
-
-def _scaled_likelihoods(log_lik):
-    """``(lik (T, K), shift (T,))`` with ``lik = exp(log_lik - shift)`` peaking at one per step.
-
-    Also scales the first step's joint ``log_init + log_lik[0]`` (as a (1, K) array).
-    """
-    shift = _safe_max(log_lik, axis=-1)
-    return jnp.exp(log_lik - shift), shift[:, 0]
-
-
-def _serial_forward(log_init, log_trans, log_lik, keep_messages):
-    """The sequential forward loop: unnormalized messages and the log-evidence increments.
-
-    ``w_1 = exp(log_init + log_lik_1 - c_1)`` and ``w_t = (w_{t-1} / s_{t-1}) A_{t-1} * lik_t``
-    with ``s_t = sum(w_t)`` and ``lik_t = exp(log_lik_t - c_t)`` (:func:`_scaled_likelihoods`):
-    then ``w_t / s_t = p(z_t | y_{1:t})`` and ``log p(y_t | y_{1:t-1}) = log s_t + c_t``. The
-    product ``w_{t-1} [A | 1]`` gives ``w_{t-1} A`` and ``s_{t-1}`` at once. A zero sum (an
-    impossible observation) gives zero messages from there on, hence a log-evidence of ``-inf``.
-
-    Args:
-        log_init: shape ``(K,)``.
-        log_trans: shape ``(T - 1 | 1, K, K)``.
-        log_lik: shape ``(T, K)``, masked.
-        keep_messages: also return the messages.
-
-    Returns:
-        ``(messages (T, K) or None, sums (T,), increments (T,))`` with ``sums[t] = s_t`` and
-        ``increments[t] = log p(y_t | y_{1:t-1})``.
-    """
-    num_states = log_lik.shape[-1]
-    first, first_shift = _scaled_likelihoods(log_init[None] + log_lik[:1])  # (1, K), (1,)
-    lik, shift = _scaled_likelihoods(log_lik[1:])
-
-    def step(w, inputs):
-        augmented, lik_t = inputs
-        out = w @ augmented
-        total = out[num_states]
-        new = out[:num_states] / jnp.where(total > 0, total, 1.0) * lik_t
-        return new, ((new, total) if keep_messages else total)
-
-    ones = jnp.ones((num_states, 1), log_lik.dtype)
-    if log_trans.shape[0] == 1:
-        augmented = jnp.concatenate([jnp.exp(log_trans[0]), ones], axis=1)
-        body, inputs = (lambda w, lik_t: step(w, (augmented, lik_t))), lik
-    else:  # build [A_t | 1] inside the loop: no second (T - 1, K, K) stack in memory
-        body = lambda w, inp: step(w, (jnp.concatenate([jnp.exp(inp[0]), ones], 1), inp[1]))  # noqa: E731
-        inputs = (log_trans, lik)
-    last, out = lax.scan(body, first[0], inputs)
-    messages, earlier_sums = out if keep_messages else (None, out)
-    sums = jnp.concatenate([earlier_sums, jnp.sum(last)[None]])
-    increments = safe_log(sums) + jnp.concatenate([first_shift, shift])
-    if keep_messages:
-        messages = jnp.concatenate([first, messages])
-    return messages, sums, increments
 
 
 def _first_row(log_init, log_lik_1):
@@ -147,11 +93,6 @@ def _row_0(combinations):
     """
     probs, log_z = combinations
     return probs[..., 0, :], log_z[..., 0]
-
-
-def _divide_rows(messages, sums):
-    """``messages / sums[:, None]``, with zero rows where the sum is zero."""
-    return messages / jnp.where(sums > 0, sums, 1.0)[:, None]
 
 
 def _forward(log_init, log_trans, log_lik, parallel, chunk=None):
@@ -172,98 +113,31 @@ def _forward(log_init, log_trans, log_lik, parallel, chunk=None):
     )
 
 
-def _serial_smoother(log_init, log_trans, log_lik):
-    """Forward-backward by two sequential loops, for one (masked) sequence.
-
-    ``beta_t`` is known up to a positive scale, so the backward loop is lazily normalized like
-    the forward one (:func:`_serial_backward`): no message over- or underflows, whatever the
-    scale of the log-likelihoods. The loops carry one message each; the marginals are computed
-    after them, vectorized over time and in probability space (:func:`_marginals`).
-
-    Returns:
-        ``(log_marginal (), filtered (T, K), log_evidence (T,), smoothed (T, K),
-        transitions)`` with ``transitions`` the pairwise marginals
-        ``p(z_t = i, z_{t+1} = j | y)``: shape ``(T - 1, K, K)`` for time-varying transitions,
-        or summed over time, ``(1, K, K)``, for homogeneous ones.
-    """
-    messages, sums, increments = _serial_forward(log_init, log_trans, log_lik, True)
-    filtered = _divide_rows(messages, sums)
-    lik_next = _scaled_likelihoods(log_lik[1:])[0]  # the forward loop's (same expression)
-    beta = _serial_backward(log_trans, lik_next)
-    smoothed, transitions = _marginals(filtered, beta, lik_next, log_trans, sums[1:])
-    log_evidence = jnp.cumsum(increments)
-    return log_evidence[-1], filtered, log_evidence, smoothed, transitions
-
-
-def _serial_backward(log_trans, lik_next):
-    """Backward messages ``beta_t ∝ p(y_{t+1:T} | z_t)``, each peaking at one, shape (T, K).
-
-    A sequential loop carries ``b_{t+1}`` and its sum ``s_{t+1}``, and computes
-    ``[A_t; 1ᵀ A_t] (b_{t+1} / s_{t+1} * lik_{t+1})``: ``b_t`` and ``s_t`` from one product.
-
-    Args:
-        log_trans: shape ``(T - 1 | 1, K, K)``.
-        lik_next: shape ``(T - 1, K)``, ``p(y_t | z_t)`` for ``t >= 2`` up to a positive factor
-            per ``t`` (:func:`_scaled_likelihoods`).
-    """
-    num_states = lik_next.shape[-1]
-    trans = jnp.exp(log_trans)
-
-    def step(carry, inputs):
-        augmented, lik_t = inputs
-        b, total = carry
-        out = augmented @ (b / jnp.where(total > 0, total, 1.0) * lik_t)
-        return (out[:num_states], out[num_states]), out[:num_states]
-
-    def augment(trans_t):
-        return jnp.concatenate([trans_t, jnp.sum(trans_t, axis=0, keepdims=True)])
-
-    if trans.shape[0] == 1:  # close over the matrix rather than stacking it over time
-        augmented = augment(trans[0])
-        body, inputs = (lambda carry, lik_t: step(carry, (augmented, lik_t))), lik_next
-    else:
-        body = lambda carry, inp: step(carry, (augment(inp[0]), inp[1]))  # noqa: E731
-        inputs = (trans, lik_next)
-    last = jnp.ones(num_states, lik_next.dtype)
-    _, betas = lax.scan(body, (last, jnp.sum(last)), inputs, reverse=True)
-    betas = jnp.concatenate([betas, last[None]])
-    peak = jnp.max(betas, axis=-1, keepdims=True)
-    return betas / jnp.where(peak > 0, peak, 1.0)
-
-
-def _marginals(filtered, beta, lik_next, log_trans, sums_next=None):
+def _marginals(filtered, beta, lik_next, log_trans):
     """Smoothed and pairwise marginals from filtered probabilities and backward messages.
 
     ``p(z_t | y) ∝ filtered_t beta_t`` and
     ``p(z_t = i, z_{t+1} = j | y) ∝ filtered_t[i] A_t[i, j] w_{t+1}[j]`` with
-    ``w_t = lik_t beta_t``. The pairwise normalizer is ``sum_j (filtered_t A_t)_j w_{t+1}[j]``,
-    which equals ``s_{t+1} * sum(filtered_{t+1} beta_{t+1})`` with the forward loop's sums
-    ``s`` (:func:`_serial_forward`); without them it costs one more product. For a homogeneous
-    ``A`` the pairwise marginals' sum over time is one matrix product,
+    ``w_t = lik_t beta_t`` and the normalizer ``sum_j (filtered_t A_t)_j w_{t+1}[j]``. For a
+    homogeneous ``A`` the pairwise marginals' sum over time is one matrix product,
     ``A * (filtered^T (w / norm))``, so memory stays O(T K) and the work is a GEMM.
 
     Args:
         filtered: shape ``(T, K)``, ``p(z_t | y_{1:t})``.
-        beta: shape ``(T, K)``, ``p(y_{t+1:T} | z_t)`` up to a positive factor per ``t``,
-            peaking at one (serial) or summing to one (parallel).
+        beta: shape ``(T, K)``, ``p(y_{t+1:T} | z_t)`` up to a positive factor per ``t``.
         lik_next: shape ``(T - 1, K)``, ``p(y_t | z_t)`` for ``t >= 2`` up to a positive
             factor per ``t``, peaking at one (:func:`_scaled_likelihoods`).
         log_trans: shape ``(T - 1 | 1, K, K)``.
-        sums_next: shape ``(T - 1,)``, ``sum_j (filtered_{t-1} A_{t-1})_j lik_next_t[j]`` for
-            ``t >= 2``, or None to compute it.
 
     Returns:
         ``(smoothed (T, K), transitions)``, ``transitions`` as in :func:`_serial_smoother`.
     """
     joint = filtered * beta
-    smoothed_sums = jnp.sum(joint, axis=-1)
-    smoothed = _divide_rows(joint, smoothed_sums)
+    smoothed = _divide_rows(joint, jnp.sum(joint, axis=-1))
     weights = lik_next * beta[1:]
     trans = jnp.exp(log_trans)
     before = filtered[:-1]
-    if sums_next is not None:
-        norm = sums_next * smoothed_sums[1:]
-    elif trans.shape[0] == 1:
+    if trans.shape[0] == 1:
         norm = jnp.sum((before @ trans[0]) * weights, axis=-1)
     else:
         norm = jnp.sum((before[:, None, :] @ trans)[:, 0, :] * weights, axis=-1)
@@ -296,7 +170,7 @@ def _pair_combine(earlier, later):
     """
     probs, log_z = _forward_combine(earlier, later)
     shifted = jnp.asarray(_BACKWARD_SHIFT, log_z.dtype).reshape((1,) * (log_z.ndim - 2) + (2, 1))
-    return probs, log_z - shifted * _safe_max(log_z, axis=-1)
+    return probs, log_z - shifted * _safe_max(log_z)
 
 
 def _parallel_smoother(log_init, log_trans, log_lik, chunk=None):
@@ -343,7 +217,7 @@ def _log_marginal(log_init, log_trans, log_lik, parallel):
     """``log p(y_{1:T})`` by the forward pass, differentiated by forward-backward.
 
     Its derivatives are the posterior marginals (``d/d log_lik[t, k] = p(z_t = k | y)``, and so
-    on), computed by one backward recursion (or one reverse associative scan) instead of
+    on), computed by forward-backward (one sequential loop, or one associative scan) instead of
     autodiff through the scan. A custom JVP (not VJP) keeps forward mode and higher derivatives
     (Hessians, Laplace) working.
     """

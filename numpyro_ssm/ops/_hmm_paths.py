@@ -35,15 +35,15 @@ def _max_combine(earlier, later):
     """Max-plus product of two row-shifted elements ``(M, offset)`` (rows of ``M`` peak at 0)."""
     m1, o1 = earlier
     m2, o2 = later
-    shift = _safe_max(o2, axis=-1)
+    shift = _safe_max(o2)
     product = _maxplus_matmul(m1, (o2 - shift)[..., :, None] + m2)
-    row_max = _safe_max(product, axis=-1)
+    row_max = _safe_max(product)
     return product - row_max, o1 + shift + row_max[..., 0]
 
 
 def _max_element(log_trans_t, log_lik_t):
     log_m = log_trans_t + log_lik_t[..., None, :]
-    row_max = _safe_max(log_m, axis=-1)
+    row_max = _safe_max(log_m)
     return log_m - row_max, row_max[..., 0]
 
 

@@ -53,9 +53,9 @@ from numpyro_ssm.ops._hmm_forward import (
     _forward,
     _log_marginal,
     _parallel_smoother,
-    _serial_smoother,
 )
 from numpyro_ssm.ops._hmm_paths import _backward_compose, _compose, _max_combine, _max_element
+from numpyro_ssm.ops._hmm_serial import _serial_smoother
 from numpyro_ssm.ops.scan import prefix_scan
 
 __all__ = [
