@@ -1,5 +1,6 @@
 """numpyro_ssm.ops.hmm against brute-force enumeration, TFP, dynamax, and serial vs parallel."""
 
+import zlib
 from functools import partial
 
 import jax
@@ -34,7 +35,8 @@ def random_hmm(rng, K, T, *, time_varying=False, zeros=False):
 
 
 def assert_posterior_matches(post, ref, smoothed=True):
-    np.testing.assert_allclose(post.log_marginal, ref.log_marginal, rtol=RTOL)
+    # atol: an all-masked sequence has log_marginal 0, and ours may be an ulp away
+    np.testing.assert_allclose(post.log_marginal, ref.log_marginal, rtol=RTOL, atol=ATOL)
     np.testing.assert_allclose(post.filtered_probs, ref.filtered_probs, rtol=1e-9, atol=ATOL)
     np.testing.assert_allclose(post.predicted_probs, ref.predicted_probs, rtol=1e-9, atol=ATOL)
     np.testing.assert_allclose(
@@ -62,7 +64,7 @@ CASES = [
 @pytest.mark.parametrize("parallel", [False, True])
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(f"{k}{v}" for k, v in c.items()))
 def test_against_brute_force(case, parallel):
-    rng = np.random.default_rng(hash(tuple(case.items())) % 2**32)
+    rng = np.random.default_rng(zlib.crc32(repr(case).encode()))  # hash() varies per process
     K, T = case["K"], case["T"]
     pi, A, ll = random_hmm(rng, K, T, time_varying=case["time_varying"], zeros=case.get("zeros"))
     mask = rng.uniform(size=T) > 0.4 if case.get("masked") else None
