@@ -6,6 +6,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from numpyro_ssm.ops.linalg import _unrolled_reduce
+
 
 def safe_log(probs):
     """``log(probs)`` with ``-inf`` at exact zeros and a zero (not NaN) gradient there.
@@ -142,30 +144,25 @@ def _with_transitions(element_fn, log_trans, per_step):
 _UNROLLED_MAX_K = 16  # rows up to this length are reduced by elementwise ops, not a reduce op
 
 
-def _unrolled(op, reduce, x):
-    """``reduce(x, axis=-1)``; for K <= ``_UNROLLED_MAX_K`` as K - 1 elementwise ``op`` calls.
+def _row_reduce(op, reduce, x):
+    """``reduce(x, axis=-1)``, unrolled into ``op`` calls for rows of up to ``_UNROLLED_MAX_K``.
 
-    XLA fuses the elementwise form into its producers and consumers. On the CPU a reduce over a
-    short last axis runs as a kernel of its own (a YNNPACK fusion in jax 0.10), and the HMM's
-    T x K arrays pass through several. With reduce ops the serial value+grad at T = 1e4 took
-    1.15 (K = 3), 1.7 (K = 10) and 1.1 (K = 16) times as long (one run each, 2-core CPU).
+    On the CPU a reduce over a short last axis runs as a kernel of its own (a YNNPACK fusion in
+    jax 0.10), and the HMM's T x K arrays pass through several. With reduce ops the serial
+    value+grad at T = 1e4 took 1.15 (K = 3), 1.7 (K = 10) and 1.1 (K = 16) times as long (one
+    run each, 2-core CPU).
     """
-    if x.shape[-1] > _UNROLLED_MAX_K:
-        return reduce(x, axis=-1)
-    out = x[..., 0]
-    for k in range(1, x.shape[-1]):
-        out = op(out, x[..., k])
-    return out
+    return _unrolled_reduce(op, reduce, x, -1, _UNROLLED_MAX_K)
 
 
 def _row_sum(x):
-    """``sum(x, axis=-1)``, by :func:`_unrolled` for short rows."""
-    return _unrolled(jnp.add, jnp.sum, x)
+    """``sum(x, axis=-1)``, by :func:`_row_reduce`."""
+    return _row_reduce(jnp.add, jnp.sum, x)
 
 
 def _safe_max(x):
     """Row maxima of ``x`` (keeping the last axis), zero where not finite; no gradient."""
-    m = _unrolled(jnp.maximum, jnp.max, x)[..., None]
+    m = _row_reduce(jnp.maximum, jnp.max, x)[..., None]
     return lax.stop_gradient(jnp.where(jnp.isfinite(m), m, 0.0))
 
 

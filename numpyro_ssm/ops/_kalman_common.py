@@ -9,7 +9,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from numpyro_ssm.ops.linalg import chol_logdet, matmul_small, solve_lower, tria
+from numpyro_ssm.ops.linalg import _sum_small, chol_logdet, matmul_small, solve_lower, tria
 
 # ---------------------------------------------------------------------------------------------
 # Parameters: validation and the time axis
@@ -170,8 +170,8 @@ _LOG_2PI = math.log(2 * math.pi)
 
 def _innovation_log_lik(chol_S, w, observed):
     """``log N(v; 0, S)`` over the observed entries, from ``S``'s factor and ``w = chol_S⁻¹ v``."""
-    n_obs = jnp.sum(observed).astype(w.dtype)
-    return -0.5 * (n_obs * _LOG_2PI + chol_logdet(chol_S) + w @ w)
+    n_obs = _sum_small(observed.astype(w.dtype), -1)
+    return -0.5 * (n_obs * _LOG_2PI + chol_logdet(chol_S) + _sum_small(w * w, -1))
 
 
 def _log_likelihood(m_pred, chol_P_pred, H, chol_R, d, y, observed):
