@@ -229,7 +229,7 @@ def bench_cell(method, num_states, num_steps, dtype, args):
     params, y = make_problem(num_states, num_steps, dtype, seed=args.seed)
     repeat = {
         "min_repeats": args.repeats,
-        "max_repeats": 4 * args.repeats,
+        "max_repeats": 100 * args.repeats,
         "min_total": args.min_time,
     }
     result = {}
@@ -322,7 +322,7 @@ def parse_args(argv=None):
         "--min-time",
         type=float,
         default=0.5,
-        help="keep repeating (up to 4x --repeats) until "
+        help="keep repeating (up to 100x --repeats) until "
         "the steady-state calls add up to this many seconds",
     )
     parser.add_argument(
