@@ -190,9 +190,10 @@ def _serial_smoother(log_init, log_trans, log_lik):
     joint = undivided * backward
     joint_sums = _row_sum(joint)
     smoothed = _divide_rows(joint, joint_sums)
+    # w_t for t < T - 1 (none when T = 1)
     messages = jnp.concatenate([first, _divide_rows(undivided[1:-1], totals[:-1])])
+    messages = messages[: num_steps - 1]
     weights = _divide_rows(lik[1:] * backward[1:], joint_sums[1:])
-    messages = messages[: num_steps - 1]  # w_t for t < T - 1 (none when T = 1)
     trans = jnp.exp(log_trans)
     if trans.shape[0] == 1:
         transitions = (trans[0] * (messages.T @ weights))[None]

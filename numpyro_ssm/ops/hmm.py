@@ -19,9 +19,10 @@ and log-likelihoods of ``-1e4`` neither underflow nor produce NaN. The sequentia
 messages in probability space, normalized at every step, with each step's likelihoods scaled to
 peak at one and the scales added in log space. The marginals are the derivatives
 of the log-marginal with respect to the log-potentials, so the log-marginal's derivative (a
-custom JVP) is the smoother: one normalized backward loop (serial), or, in parallel, the
-transposed elements in reverse time, paired with the forward ones in one associative scan.
-Gradients cost one backward pass, not autodiff through the scan. The parallel scans run in
+custom JVP) is the smoother: one sequential loop that advances the forward and the backward
+messages together (serial), or, in parallel, the transposed elements in reverse time, paired
+with the forward ones in one associative scan. Gradients cost that one pass, not autodiff
+through the scan. The parallel scans run in
 chunks that bound their working memory (about 256 MB of K x K elements), so ``parallel=True``
 at K = 50, T = 1e5 fits in a few GB. Backtracking
 (Viterbi) and backward sampling (FFBS) are compositions of maps ``{0..K-1} -> {0..K-1}``, which
