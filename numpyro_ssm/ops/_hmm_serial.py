@@ -30,8 +30,8 @@ def _scaled_likelihoods(log_lik):
 
 
 def _divide_rows(messages, sums):
-    """``messages / sums[:, None]``, with zero rows where the sum is zero."""
-    return messages / jnp.where(sums > 0, sums, 1.0)[:, None]
+    """``messages / sums[..., None]``, with zero rows where the sum is zero."""
+    return messages / jnp.where(sums > 0, sums, 1.0)[..., None]
 
 
 def _serial_forward(log_init, log_trans, log_lik, keep_messages):
@@ -61,7 +61,7 @@ def _serial_forward(log_init, log_trans, log_lik, keep_messages):
         augmented, lik_t = inputs
         out = w @ augmented
         total = out[num_states]
-        new = out[:num_states] / jnp.where(total > 0, total, 1.0) * lik_t
+        new = _divide_rows(out[:num_states], total) * lik_t
         return new, ((new, total) if keep_messages else total)
 
     ones = jnp.ones((num_states, 1), log_lik.dtype)
@@ -149,8 +149,7 @@ def _paired_loop(first, lik, log_trans):
                 lax.dynamic_index_in_dim(lik, mirrored, keepdims=False),
             ]
         )
-        totals = products[:, num_states:]
-        new = products[:, :num_states] / jnp.where(totals > 0, totals, 1.0) * lik_pair
+        new = _divide_rows(products[:, :num_states], products[:, num_states]) * lik_pair
         return new, products
 
     return lax.scan(step, start, jnp.arange(num_steps - 1))
