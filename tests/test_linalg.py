@@ -1,10 +1,11 @@
 """Square-root linear algebra (``numpyro_ssm.ops.linalg``) against NumPy / SciPy.
 
-``tria``, ``cholesky`` and the triangular solves have two LAPACK-free paths each: unrolled
-arithmetic for one small matrix, and a ``fori_loop`` for batched stacks and large matrices. Both
-are checked here, in float64 against NumPy's Cholesky and SciPy's triangular solves, and in
-float32; the derivatives of ``tria`` (which accumulates the orthogonal factor in the same loop)
-and ``cholesky`` against central differences.
+``tria``, ``cholesky`` and the triangular solves each have unrolled arithmetic for small
+matrices, a ``fori_loop`` for batched stacks and large matrices, and (``tria`` and the solves)
+one LAPACK call for a single larger matrix. Every path is checked here, in float64 against
+NumPy's Cholesky and SciPy's triangular solves, and in float32; the derivatives of ``tria``
+(which accumulates the orthogonal factor in the same loop) and ``cholesky`` against central
+differences.
 """
 
 import jax
@@ -15,14 +16,16 @@ import scipy.linalg
 
 from numpyro_ssm.ops.linalg import cholesky, solve_lower, solve_lower_transpose, tria
 
-# A single matrix of at most 16 rows is unrolled; anything batched, or taller, runs the loop.
+# A single matrix of at most 4 rows is unrolled, a taller one is one LAPACK QR; anything batched
+# runs the loop (vmapped: see test_tria_under_jit_and_vmap_agree_with_the_loop).
 TRIA_SHAPES = [
     (3, 7),  # wide, unrolled
-    (6, 6),  # square, unrolled
-    (5, 2),  # narrow (zero-padded), unrolled
+    (4, 2),  # narrow (zero-padded), unrolled
+    (6, 6),  # square, LAPACK
+    (5, 2),  # narrow (zero-padded), LAPACK
     (4, 3, 7),  # batched: loop
     (2, 3, 8, 4),  # two batch axes, narrow: loop
-    (20, 33),  # tall single matrix: loop
+    (20, 33),  # tall single matrix: LAPACK
 ]
 
 
@@ -82,7 +85,9 @@ def test_triangular_solves_match_scipy(n, rhs, batch):
         )
 
 
-@pytest.mark.parametrize("shape", [(6, 12), (8, 16, 16)], ids=["unrolled", "loop"])
+@pytest.mark.parametrize(
+    "shape", [(4, 8), (6, 12), (8, 16, 16)], ids=["unrolled", "lapack", "loop"]
+)
 def test_float32_paths(shape):
     rng = np.random.default_rng(3)
     a = rng.normal(size=shape)
@@ -97,13 +102,22 @@ def test_float32_paths(shape):
     )
 
 
-def test_tria_under_jit_and_vmap_agree_with_the_loop():
+@pytest.mark.parametrize("rows", [4, 6, 16], ids=["unrolled", "lapack-vmapped", "largest"])
+def test_tria_under_jit_and_vmap_agree_with_the_loop(rows):
+    """Vmapped, a single-matrix ``tria`` is unrolled over the batch up to 16 rows (above 4 rows
+    through the LAPACK path's ``custom_vmap`` rule); the batched stack runs the loop."""
     rng = np.random.default_rng(4)
-    a = jnp.asarray(rng.normal(size=(5, 4, 9)))
+    a = jnp.asarray(rng.normal(size=(5, rows, rows + 5)))
     np.testing.assert_allclose(jax.vmap(jax.jit(tria))(a), tria(a), rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(tria(a), _reference_tria(np.asarray(a)), rtol=1e-10)
+    # never a batched LAPACK call (README: it can hang jaxlib 0.10.2's CPU runtime)
+    assert "lapack" not in jax.jit(jax.vmap(tria)).lower(a).as_text()
+    assert ("lapack" in jax.jit(tria).lower(a[0]).as_text()) == (rows > 4)
 
 
-@pytest.mark.parametrize("shape", [(3, 5), (4, 3, 5), (18, 20)], ids=["single", "batched", "tall"])
+@pytest.mark.parametrize(
+    "shape", [(3, 5), (6, 9), (4, 3, 5), (18, 20)], ids=["single", "lapack", "batched", "tall"]
+)
 def test_tria_derivative_matches_central_differences(shape):
     rng = np.random.default_rng(5)
     a = jnp.asarray(rng.normal(size=shape))

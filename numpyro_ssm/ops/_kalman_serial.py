@@ -3,8 +3,8 @@ r"""The sequential square-root Kalman filter, and its log-marginal with a one-pa
 **Forward.** One ``lax.scan`` carries the predicted ``N(m_t, U_t U_tᵀ)``. Step ``t`` conditions
 on ``y_t`` with one triangularization of ``[[H U, chol R], [U, 0]]`` (innovation factor, gain
 and filtered factor at once), adds ``log p(y_t | y_{1:t-1})``, and predicts with one more,
-``tria([F U_f, chol Q])``. The stacks are a few rows tall, so ``tria`` runs as fused arithmetic
-(see :mod:`numpyro_ssm.ops.linalg`).
+``tria([F U_f, chol Q])``. Stacks of up to 4 rows are triangularized as fused arithmetic,
+taller ones by one LAPACK QR each (see :func:`numpyro_ssm.ops.linalg.tria`).
 
 **Gradient.** :func:`serial_log_marginal` carries a custom JVP: one backward recursion
 over the filtered moments (:mod:`numpyro_ssm.ops._kalman_gradient`).
