@@ -14,7 +14,14 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from numpyro_ssm.ops.linalg import cholesky, solve_lower, solve_lower_transpose, tria
+from numpyro_ssm.ops.linalg import (
+    cholesky,
+    matmul_small,
+    matmul_stack,
+    solve_lower,
+    solve_lower_transpose,
+    tria,
+)
 
 # A single matrix of at most 4 rows is unrolled, a taller one is one LAPACK QR; anything batched
 # runs the loop (vmapped: see test_tria_under_jit_and_vmap_agree_with_the_loop).
@@ -218,3 +225,19 @@ def test_large_single_solve_gradients_match_central_differences(solve):
     )
     _, tangent = jax.jvp(f, (lower, b), (d_lower, d_b))
     np.testing.assert_allclose(tangent, difference, rtol=1e-6)
+
+
+@pytest.mark.parametrize("inner", [1, 3, 4, 5, 9])
+@pytest.mark.parametrize("batch", [(), (7,), (2, 3)], ids=str)
+def test_fused_products_equal_numpy(inner, batch):
+    """``matmul_small`` (column-times-row sums up to 4 inner terms, a broadcast sum above) and
+    ``matmul_stack`` (that on the CPU up to 4 inner terms, a dot otherwise) against NumPy: a
+    stack times a stack, a stack times one matrix, and (``matmul_small``) a matrix-vector."""
+    rng = np.random.default_rng(10)
+    a, b = rng.normal(size=batch + (3, inner)), rng.normal(size=batch + (inner, 2))
+    one = rng.normal(size=(inner, 2))
+    for product in (matmul_small, matmul_stack, jax.jit(matmul_stack)):
+        np.testing.assert_allclose(product(a, b), a @ b, rtol=1e-13, atol=1e-14)
+        np.testing.assert_allclose(product(a, one), a @ one, rtol=1e-13, atol=1e-14)
+    vector = rng.normal(size=inner)
+    np.testing.assert_allclose(matmul_small(a, vector), a @ vector, rtol=1e-13, atol=1e-14)

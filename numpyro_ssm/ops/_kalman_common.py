@@ -9,7 +9,14 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from numpyro_ssm.ops.linalg import _sum_small, chol_logdet, matmul_small, solve_lower, tria
+from numpyro_ssm.ops.linalg import (
+    _sum_small,
+    chol_logdet,
+    matmul_small,
+    matmul_stack,
+    solve_lower,
+    tria,
+)
 
 # ---------------------------------------------------------------------------------------------
 # Parameters: validation and the time axis
@@ -197,4 +204,4 @@ class _Filtered(NamedTuple):
 
 
 def _covariance(chol):
-    return chol @ _mT(chol)
+    return matmul_stack(chol, _mT(chol))

@@ -49,8 +49,11 @@ from numpyro_ssm.ops._kalman_common import (
     _mv,
     _per_step,
 )
-from numpyro_ssm.ops.linalg import solve_lower, tria
+from numpyro_ssm.ops.linalg import matmul_small, matmul_stack, solve_lower, tria
 from numpyro_ssm.ops.scan import prefix_scan
+
+# The products over the time axis: fused on the CPU where XLA's batched dot is slow.
+_mm = matmul_stack
 
 
 def _backward(c, C, L, parallel):
@@ -60,7 +63,9 @@ def _backward(c, C, L, parallel):
         def back(carry, inputs):
             a, A = carry
             c_t, C_t, L_t = inputs
-            a, A = c_t + _mv(_mT(L_t), a), C_t + _mT(L_t) @ A @ L_t
+            # fused products, not dots: value+grad at S = 8 went from 10.1 to 8.2 µs/step
+            L_t_T = _mT(L_t)
+            a, A = c_t + matmul_small(L_t_T, a), C_t + matmul_small(matmul_small(L_t_T, A), L_t)
             return (a, A), (a, A)
 
         _, (a, A) = lax.scan(back, (c[-1], C[-1]), (c[:-1], C[:-1], L), reverse=True)
@@ -87,40 +92,40 @@ def _gradients(model: _Model, y, observed, f: _Filtered, parallel):
     H_m, chol_R_m, y_m = jax.vmap(_masked_emission)(em["H"], em["chol_R"], em["d"], y, observed)
     P = _covariance(f.predicted_chols)
     # S⁻¹ from the square-root innovation factor; vmapped small ops fuse (no LAPACK per step)
-    chol_S = jax.vmap(lambda H, U, R: tria(jnp.concatenate([H @ U, R], axis=1)))(
+    chol_S = jax.vmap(lambda H, U, R: tria(jnp.concatenate([_mm(H, U), R], axis=1)))(
         H_m, f.predicted_chols, chol_R_m
     )
     eye_D = jnp.eye(chol_S.shape[-1], dtype=chol_S.dtype)
     chol_S_inv = jax.vmap(solve_lower, in_axes=(0, None))(chol_S, eye_D)
-    S_inv = _mT(chol_S_inv) @ chol_S_inv
+    S_inv = _mm(_mT(chol_S_inv), chol_S_inv)
     S_inv_v = _mv(S_inv, y_m - _mv(H_m, f.predicted_means))
-    S_inv_H = S_inv @ H_m
-    K_T = S_inv_H @ P  # Kᵀ, (T, D, S)
+    S_inv_H = _mm(S_inv, H_m)
+    K_T = _mm(S_inv_H, P)  # Kᵀ, (T, D, S)
     c = _mv(_mT(H_m), S_inv_v)
-    C = _mT(H_m) @ S_inv_H
+    C = _mm(_mT(H_m), S_inv_H)
     # The filtered moments from the predicted ones (the filter need not keep them):
     # m_f = m + K v = m + P c and P_f = P - K S Kᵀ = P - (H P)ᵀ Kᵀ.
     means = f.predicted_means + _mv(P, c)
-    P_f = P - _mT(H_m @ P) @ K_T
+    P_f = P - _mm(_mT(_mm(H_m, P)), K_T)
     F = tr["F"]
-    L = F - F @ _mT(K_T[:-1]) @ H_m[:-1]
+    L = F - _mm(_mm(F, _mT(K_T[:-1])), H_m[:-1])
 
     a, A = _backward(c, C, L, parallel)
     G = a[:, :, None] * a[:, None, :] - A  # 2 ∂ℓ/∂P_t
     Ft_a = jnp.concatenate([_mv(_mT(F), a[1:]), jnp.zeros_like(a[:1])])
-    Ft_A_F = jnp.concatenate([_mT(F) @ A[1:] @ F, jnp.zeros_like(A[:1])])
+    Ft_A_F = jnp.concatenate([_mm(_mm(_mT(F), A[1:]), F), jnp.zeros_like(A[:1])])
     u = S_inv_v - _mv(K_T, Ft_a)
     smoothed = f.predicted_means + _mv(P, a)
     mask = observed.astype(y_m.dtype)
     eye = jnp.eye(P.shape[-1], dtype=P.dtype)
-    grad_R = u[:, :, None] * u[:, None, :] - S_inv - K_T @ Ft_A_F @ _mT(K_T)  # 2 ∂ℓ/∂R_t
+    grad_R = u[:, :, None] * u[:, None, :] - S_inv - _mm(_mm(K_T, Ft_A_F), _mT(K_T))  # 2 ∂ℓ/∂R_t
     grads = {
         "b": a[1:],
-        "F": a[1:, :, None] * means[:-1, None, :] + G[1:] @ F @ P_f[:-1],
-        "chol_Q": G[1:] @ tr["chol_Q"],
+        "F": a[1:, :, None] * means[:-1, None, :] + _mm(_mm(G[1:], F), P_f[:-1]),
+        "chol_Q": _mm(G[1:], tr["chol_Q"]),
         "d": u,
-        "H": u[:, :, None] * smoothed[:, None, :] - S_inv_H @ P @ (eye - Ft_A_F @ P_f),
-        "chol_R": (mask[:, :, None] * grad_R * mask[:, None, :]) @ em["chol_R"],
+        "H": u[:, :, None] * smoothed[:, None, :] - _mm(_mm(S_inv_H, P), eye - _mm(Ft_A_F, P_f)),
+        "chol_R": _mm(mask[:, :, None] * grad_R * mask[:, None, :], em["chol_R"]),
     }
     initial = (a[0], G[0] @ model.chol_P0)
     return grads, initial, jnp.where(observed, -u, 0.0)

@@ -39,6 +39,7 @@ __all__ = [
     "chol_logdet",
     "cholesky",
     "matmul_small",
+    "matmul_stack",
     "safe_solve_lower",
     "solve_lower",
     "solve_lower_transpose",
@@ -96,7 +97,35 @@ def matmul_small(a: jax.Array, b: jax.Array) -> jax.Array:
     """
     if b.ndim == 1:
         return _sum_small(a * b[..., None, :], axis=-1)
-    return _sum_small(a[..., :, :, None] * b[..., None, :, :], axis=-2)
+    if a.shape[-1] > _UNROLL_MAX_TERMS:
+        return jnp.sum(a[..., :, :, None] * b[..., None, :, :], axis=-2)
+    # column k of a times row k of b, summed: over a stack of matrices this fuses into one
+    # kernel, where slicing one broadcast product (``_sum_small``) did not (matmul_stack)
+    out = a[..., :, :1] * b[..., :1, :]
+    for k in range(1, a.shape[-1]):
+        out = out + a[..., :, k : k + 1] * b[..., k : k + 1, :]
+    return out
+
+
+def matmul_stack(a: jax.Array, b: jax.Array) -> jax.Array:
+    """``a @ b`` for stacks of small matrices (a time axis, say), outside a sequential loop.
+
+    On the CPU an inner axis of at most ``_UNROLL_MAX_TERMS`` takes :func:`matmul_small`: XLA's
+    dot of two (T, 4, 4) stacks cost 0.157 µs per product against 0.006 for the fused sum of
+    column-times-row products (T = 1e4, float64; about equal at 2 x 2 and 3 x 3). From an inner
+    size of 5 the fused form is no faster than the dot, and at 8 it is 4x slower, so larger
+    products stay dots. Other platforms keep the dot (not measured on a GPU).
+
+    Args:
+        a: shape ``(..., n, k)``.
+        b: shape ``(..., k, m)``.
+
+    Returns:
+        Shape ``(..., n, m)``, batch axes broadcast.
+    """
+    if a.shape[-1] > _UNROLL_MAX_TERMS:
+        return a @ b
+    return jax.lax.platform_dependent(a, b, cpu=matmul_small, default=jnp.matmul)
 
 
 def _householder_tria(a):
