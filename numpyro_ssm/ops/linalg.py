@@ -83,7 +83,7 @@ def _sum_small(x, axis):
 
 
 def matmul_small(a: jax.Array, b: jax.Array) -> jax.Array:
-    """``a @ b`` as a broadcast product and a sum, which XLA fuses with its neighbours.
+    """``a @ b`` as broadcast products and adds, which XLA fuses with its neighbours.
 
     On CPU a ``dot`` is its own kernel; inside a sequential step of few-by-few matrices the
     kernel launches, not the flops, set the cost.
