@@ -190,6 +190,30 @@ def _log_likelihood(m_pred, chol_P_pred, H, chol_R, d, y, observed):
     )
 
 
+def _condition(chol_P, H, chol_R):
+    """One triangularization of ``[[H U, chol_R], [U, 0]]`` (``P = U Uᵀ``) for an update.
+
+    Returns:
+        ``(chol_S, cross, chol_f)``: the innovation factor (``S = H P Hᵀ + chol_R chol_Rᵀ``),
+        ``cross = P Hᵀ chol_S⁻ᵀ`` (so the gain is ``cross chol_S⁻¹``) and the filtered factor.
+    """
+    D = H.shape[0]
+    top = jnp.concatenate([matmul_small(H, chol_P), chol_R], axis=1)
+    bottom = jnp.concatenate(
+        [chol_P, jnp.zeros((chol_P.shape[0], chol_R.shape[1]), chol_P.dtype)], axis=1
+    )
+    psi = tria(jnp.concatenate([top, bottom], axis=0))
+    return psi[:D, :D], psi[D:, :D], psi[D:, D:]
+
+
+def _update(m, chol_P, H, chol_R, d, y, observed):
+    """Condition the predicted ``N(m, chol_P)`` on ``y``: filtered moments and the log-lik."""
+    H_m, chol_R_m, y_m = _masked_emission(H, chol_R, d, y, observed)
+    chol_S, cross, chol_f = _condition(chol_P, H_m, chol_R_m)
+    w = solve_lower(chol_S, y_m - matmul_small(H_m, m))
+    return m + matmul_small(cross, w), chol_f, _innovation_log_lik(chol_S, w, observed)
+
+
 def _predict(F, chol_Q, b, m, chol_P):
     """``N(F m + b, F P Fᵀ + Q)`` in square-root form."""
     return matmul_small(F, m) + b, tria(jnp.concatenate([matmul_small(F, chol_P), chol_Q], axis=1))

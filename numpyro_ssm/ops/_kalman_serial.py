@@ -18,29 +18,16 @@ from numpyro_ssm.ops._kalman_common import (
     _EMISSION,
     _TRANSITION,
     _Filtered,
-    _innovation_log_lik,
-    _masked_emission,
     _Model,
     _per_step,
     _predict,
     _split_time,
+    _update,
 )
 from numpyro_ssm.ops._kalman_gradient import log_marginal_jvp
-from numpyro_ssm.ops.linalg import matmul_small, solve_lower, tria
+from numpyro_ssm.ops._kalman_steady import steady_log_marginal
 
 __all__ = ["serial_filter", "serial_log_marginal"]
-
-
-def _update(m, chol_P, H, chol_R, d, y, observed):
-    """Condition the predicted ``N(m, chol_P)`` on ``y``: filtered moments and the log-lik."""
-    D = H.shape[0]
-    H_m, chol_R_m, y_m = _masked_emission(H, chol_R, d, y, observed)
-    top = jnp.concatenate([matmul_small(H_m, chol_P), chol_R_m], axis=1)
-    bottom = jnp.concatenate([chol_P, jnp.zeros((chol_P.shape[0], 2 * D), m.dtype)], axis=1)
-    psi = tria(jnp.concatenate([top, bottom], axis=0))
-    chol_S, cross, chol_f = psi[:D, :D], psi[D:, :D], psi[D:, D:]
-    w = solve_lower(chol_S, y_m - matmul_small(H_m, m))
-    return m + matmul_small(cross, w), chol_f, _innovation_log_lik(chol_S, w, observed)
 
 
 def _forward(model: _Model, y, observed, keep_moments):
@@ -107,7 +94,13 @@ def _predicted_only(model: _Model, y, observed) -> _Filtered:
 
 @jax.custom_jvp
 def serial_log_marginal(model: _Model, y, observed):
-    """``log p(y_{1:T})`` by the sequential filter; its derivative is one backward recursion."""
+    """``log p(y_{1:T})`` by the sequential filter; its derivative is one backward recursion.
+
+    A time-invariant model's value stops updating the covariance once it has settled
+    (:mod:`numpyro_ssm.ops._kalman_steady`); the derivative always runs the full filter.
+    """
+    if not model.varying:
+        return steady_log_marginal(model, y, observed)
     return jnp.sum(_forward(model, y, observed, keep_moments=False))
 
 

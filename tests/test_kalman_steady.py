@@ -1,0 +1,156 @@
+"""The settled-covariance value of a time-invariant model's log-marginal (``_kalman_steady``).
+
+``kalman_log_marginal(..., parallel=False)`` without time-varying parameters runs the full
+square-root filter until its predicted covariance stops changing, then the mean recursion alone.
+The oracles: the dense joint Gaussian, statsmodels, the full sequential filter (``kalman_filter``,
+whose per-step log-likelihoods never take this path) and, in float32, the float64 value. Every
+series is long enough that the settled phase covers most of it, which the tests check.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from kalman_oracles import dense_log_marginal, random_lgssm
+from test_kalman import POSITIONAL, call, close, local_linear_trend
+
+from numpyro_ssm.ops import kalman_filter, kalman_log_marginal
+from numpyro_ssm.ops._kalman_common import _inputs
+from numpyro_ssm.ops._kalman_steady import _CHUNK, _settle
+
+KEYS = POSITIONAL + ["transition_bias", "emission_bias"]
+
+
+def _args(params):
+    return [params[k] for k in POSITIONAL] + [params.get(k) for k in KEYS[6:]]
+
+
+def settled_at(params, y, mask=None):
+    """The step at which the value switched to the mean recursion (``T`` rounded up if never)."""
+    model, y, observed = _inputs(_args(params), jnp.asarray(y), mask)
+    return int(jax.jit(_settle)(model, y, observed)[0])
+
+
+def homogeneous(seed, S, D, T):
+    rng = np.random.default_rng(seed)
+    params = random_lgssm(rng, S, D, T, time_varying=False)
+    return params, rng.normal(size=(T, D)) * 2.0
+
+
+# (S, D, T): unrolled triangularizations, D > S, and stacks that take one LAPACK QR (> 4 rows);
+# T is never a multiple of the chunk length
+@pytest.mark.parametrize("S,D,T", [(2, 1, 203), (3, 2, 150), (2, 4, 101), (6, 3, 121)])
+def test_matches_dense_gaussian_and_full_filter(S, D, T):
+    params, y = homogeneous(30 + S, S, D, T)
+    assert settled_at(params, y) < T // 2
+    value = call(kalman_log_marginal, params, y)
+    close(value, dense_log_marginal(params, y), rtol=1e-10)
+    close(value, jnp.sum(call(kalman_filter, params, y).log_likelihood_increments), rtol=1e-12)
+
+
+def test_missing_entries_delay_settling_to_the_last_one():
+    S, D, T = 3, 2, 160
+    params, y = homogeneous(40, S, D, T)
+    y[5, 0] = np.nan
+    mask = np.ones((T, D), bool)
+    mask[90] = False
+    early = settled_at(params, np.where(np.isnan(y), 0.0, y))
+    assert early < 90
+    late = settled_at(params, y, mask)
+    assert 90 < late < T  # the covariance settles again after the missing step
+    value = call(kalman_log_marginal, params, y, obs_mask=mask)
+    close(value, dense_log_marginal(params, y, mask), rtol=1e-10)
+
+
+def test_series_that_never_settles_runs_the_full_filter():
+    """No process noise: the level's variance falls like 1/t and never stops changing."""
+    T = 100
+    params = local_linear_trend(0.0, 0.0, 0.5, T)
+    y = np.cumsum(np.random.default_rng(41).normal(size=(T, 1)), axis=0)
+    assert settled_at(params, y) >= T
+    close(call(kalman_log_marginal, params, y), dense_log_marginal(params, y), rtol=1e-10)
+
+
+def test_slowly_settling_local_level():
+    """A near-random-walk level with small noise ratio: settling takes many chunks."""
+    T = 600
+    params = dict(
+        initial_mean=np.zeros(1),
+        initial_scale_tril=np.array([[10.0]]),
+        transition_matrix=np.array([[1.0]]),
+        transition_scale_tril=np.array([[0.1]]),
+        emission_matrix=np.array([[1.0]]),
+        emission_scale_tril=np.array([[1.0]]),
+    )
+    rng = np.random.default_rng(42)
+    y = (np.cumsum(0.1 * rng.normal(size=T)) + rng.normal(size=T))[:, None]
+    assert 4 * _CHUNK < settled_at(params, y) < T
+    close(call(kalman_log_marginal, params, y), dense_log_marginal(params, y), rtol=1e-10)
+
+
+def test_against_statsmodels():
+    from statsmodels.tsa.statespace.kalman_filter import KalmanFilter
+
+    S, D, T = 3, 2, 300
+    params, y = homogeneous(43, S, D, T)
+    cov = lambda L: L @ L.T  # noqa: E731
+    kf = KalmanFilter(k_endog=D, k_states=S, k_posdef=S, loglikelihood_burn=0)
+    kf.bind(y)
+    kf["design"] = params["emission_matrix"]
+    kf["obs_intercept"] = params["emission_bias"][:, None]
+    kf["obs_cov"] = cov(params["emission_scale_tril"])
+    kf["transition"] = params["transition_matrix"]
+    kf["state_intercept"] = params["transition_bias"][:, None]
+    kf["selection"] = np.eye(S)
+    kf["state_cov"] = cov(params["transition_scale_tril"])
+    kf.initialize_known(params["initial_mean"], cov(params["initial_scale_tril"]))
+    close(call(kalman_log_marginal, params, y), kf.loglike(), rtol=1e-10)
+
+
+def test_vmap_over_models_that_settle_at_different_steps():
+    S, D, T = 2, 1, 120
+    cases = [homogeneous(50 + i, S, D, T) for i in range(3)]
+    cases[1][0]["transition_scale_tril"] = np.diag([1e-3, 1e-3])  # settles later
+    steps = [settled_at(p, y) for p, y in cases]
+    assert len(set(steps)) > 1
+    stacked = {k: np.stack([p[k] for p, _ in cases]) for k in KEYS}
+    ys = np.stack([y for _, y in cases])
+
+    def one(*args):
+        return kalman_log_marginal(*args[:7], transition_bias=args[7], emission_bias=args[8])
+
+    batched = jax.jit(jax.vmap(one))(*_args(stacked)[:6], ys, *_args(stacked)[6:])
+    for i, (params, y) in enumerate(cases):
+        close(batched[i], dense_log_marginal(params, y), rtol=1e-10)
+
+
+def test_value_alone_equals_value_of_value_and_grad():
+    """The value takes the settled path, value_and_grad the full filter: same number."""
+    S, D, T = 4, 2, 500
+    params, y = homogeneous(44, S, D, T)
+    args = [jnp.asarray(a) for a in _args(params)]
+
+    def f(*args):
+        return kalman_log_marginal(*args[:6], y, transition_bias=args[6], emission_bias=args[7])
+
+    value, grads = jax.jit(jax.value_and_grad(f, argnums=tuple(range(8))))(*args)
+    close(jax.jit(f)(*args), value, rtol=1e-12)
+    assert all(np.isfinite(g).all() for g in grads)
+
+
+@pytest.mark.parametrize("T", [1000, 100_000])
+def test_float32_matches_float64_full_filter(T):
+    """float32 with x64 off, as a float32 user runs it, against the float64 full filter."""
+    S, D = 4, 2
+    params, y = homogeneous(45, S, D, T)
+    ref = jnp.sum(call(kalman_filter, params, y).log_likelihood_increments)
+    args32 = [np.asarray(a, np.float32) for a in _args(params)]
+    with jax.enable_x64(False):
+        value = jax.jit(kalman_log_marginal)(
+            *args32[:6],
+            np.asarray(y, np.float32),
+            transition_bias=args32[6],
+            emission_bias=args32[7],
+        )
+        assert value.dtype == jnp.float32
+    close(value, ref, rtol=2e-5 if T == 1000 else 1e-4)
