@@ -25,7 +25,7 @@ from numpyro_ssm.ops._kalman_common import (
     _update,
 )
 from numpyro_ssm.ops._kalman_gradient import log_marginal_jvp
-from numpyro_ssm.ops._kalman_steady import steady_log_marginal
+from numpyro_ssm.ops._kalman_steady import steady_log_marginal, steady_predicted
 
 __all__ = ["serial_filter", "serial_log_marginal"]
 
@@ -81,7 +81,7 @@ def serial_filter(model: _Model, y, observed) -> _Filtered:
     return _Filtered(m_f, chol_f, m_p, chol_p, log_liks)
 
 
-def _predicted_only(model: _Model, y, observed) -> _Filtered:
+def _predicted_moments(model: _Model, y, observed) -> _Filtered:
     """The pass the gradient needs: predicted moments and log-liks, no filtered moments.
 
     The gradient (:mod:`numpyro_ssm.ops._kalman_gradient`) derives what it needs of the filtered
@@ -92,12 +92,39 @@ def _predicted_only(model: _Model, y, observed) -> _Filtered:
     return _Filtered(None, None, m_p, chol_p, log_liks)
 
 
+def _predicted_only(model: _Model, y, observed) -> _Filtered:
+    """:func:`_predicted_moments`, or its settled form for a time-invariant model.
+
+    The settled form stops updating the covariance once it has settled
+    (:mod:`numpyro_ssm.ops._kalman_steady`).
+    """
+    if model.varying:
+        return _predicted_moments(model, y, observed)
+    return _settled_predicted(model, y, observed)
+
+
+@jax.custom_jvp
+def _settled_predicted(model: _Model, y, observed) -> _Filtered:
+    """:func:`steady_predicted`, whose derivative is that of the full filter.
+
+    Only second derivatives of the log-marginal differentiate this pass. Its settled form runs
+    in a ``lax.while_loop``, which reverse mode cannot differentiate; the full filter's scan
+    can, and agrees with it to rounding.
+    """
+    return steady_predicted(model, y, observed)
+
+
+@_settled_predicted.defjvp
+def _settled_predicted_jvp(primals, tangents):
+    return jax.jvp(_predicted_moments, primals, tangents)
+
+
 @jax.custom_jvp
 def serial_log_marginal(model: _Model, y, observed):
     """``log p(y_{1:T})`` by the sequential filter; its derivative is one backward recursion.
 
-    A time-invariant model's value stops updating the covariance once it has settled
-    (:mod:`numpyro_ssm.ops._kalman_steady`); the derivative always runs the full filter.
+    A time-invariant model's filter stops updating the covariance once it has settled
+    (:mod:`numpyro_ssm.ops._kalman_steady`), for the value and for the derivative.
     """
     if not model.varying:
         return steady_log_marginal(model, y, observed)

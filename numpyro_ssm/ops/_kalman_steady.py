@@ -24,8 +24,11 @@ step in a ``lax.scan``, then the innovations and their log-densities vectorized 
 Its inputs are rolled so that it starts at the settling step: the scan has the static length
 ``T`` and the entries past the end are masked out of the sum.
 
-Only the value uses this: its derivative is the one-pass gradient of the full filter
-(:func:`numpyro_ssm.ops._kalman_serial.serial_log_marginal`), which agrees with it to rounding.
+:func:`steady_log_marginal` is the value of
+:func:`numpyro_ssm.ops._kalman_serial.serial_log_marginal`; :func:`steady_predicted` gives its
+derivative the predicted moments of every step (phase 1 writes its steps into buffers, phase 2
+adds the means and repeats the settled factor), and the backward recursion of
+:mod:`numpyro_ssm.ops._kalman_gradient` runs over all of them as before.
 """
 
 import math
@@ -33,10 +36,18 @@ import math
 import jax.numpy as jnp
 from jax import lax
 
-from numpyro_ssm.ops._kalman_common import _LOG_2PI, _condition, _Model, _mT, _predict, _update
+from numpyro_ssm.ops._kalman_common import (
+    _LOG_2PI,
+    _condition,
+    _Filtered,
+    _Model,
+    _mT,
+    _predict,
+    _update,
+)
 from numpyro_ssm.ops.linalg import chol_logdet, matmul_small, solve_lower
 
-__all__ = ["steady_log_marginal"]
+__all__ = ["steady_log_marginal", "steady_predicted"]
 
 # Steps of the full filter between two convergence checks.
 _CHUNK = 16
@@ -45,15 +56,21 @@ _CHUNK = 16
 _SETTLE_ULPS = 64
 
 
-def _settle(model: _Model, y, observed):
-    """Phase 1: ``(steps_done, m, chol_P, log_lik_sum)`` at the first settled chunk's end."""
+def _settle(model: _Model, y, observed, keep_moments=False):
+    """Phase 1, up to the end of the first settled chunk.
+
+    Returns:
+        ``(steps_done, m, chol_P, log_lik_sum)`` with the predicted moments of step
+        ``steps_done``; with ``keep_moments`` also the predicted means, factors and log-liks of
+        every step before it, in buffers of ``T`` rounded up to whole chunks.
+    """
     F, chol_Q, b = (model.static[k] for k in ("F", "chol_Q", "b"))
     H, chol_R, d = (model.static[k] for k in ("H", "chol_R", "d"))
 
     def step(carry, inputs):
         m, chol_P = carry
         m_f, chol_f, ll = _update(m, chol_P, H, chol_R, d, inputs["y"], inputs["observed"])
-        return _predict(F, chol_Q, b, m_f, chol_f), ll
+        return _predict(F, chol_Q, b, m_f, chol_f), ((m, chol_P, ll) if keep_moments else ll)
 
     T, D = y.shape
     n_chunks = math.ceil(T / _CHUNK)
@@ -66,37 +83,53 @@ def _settle(model: _Model, y, observed):
     tol = _SETTLE_ULPS * jnp.finfo(y.dtype).eps
 
     def body(state):
-        c, m, chol_P, total, _ = state
+        c, m, chol_P, total, _, buffers = state
         start = c * _CHUNK
         inputs = {
             "y": lax.dynamic_slice_in_dim(y, start, _CHUNK),
             "observed": lax.dynamic_slice_in_dim(observed, start, _CHUNK),
         }
         head = {k: v[:-1] for k, v in inputs.items()}
-        (m, chol_before), lls = lax.scan(step, (m, chol_P), head)
-        (m, chol_P), ll = step((m, chol_before), {k: v[-1] for k, v in inputs.items()})
+        (m, chol_before), out = lax.scan(step, (m, chol_P), head)
+        (m, chol_P), last = step((m, chol_before), {k: v[-1] for k, v in inputs.items()})
         P, P_before = chol_P @ _mT(chol_P), chol_before @ _mT(chol_before)
         change = jnp.max(jnp.abs(P - P_before))
         settled = (change <= tol * jnp.max(jnp.abs(P))) & (start + _CHUNK > last_missing)
-        return c + 1, m, chol_P, total + jnp.sum(lls) + ll, settled
+        if keep_moments:
+            out = tuple(jnp.concatenate([o, x[None]]) for o, x in zip(out, last, strict=True))
+            buffers = tuple(
+                lax.dynamic_update_slice_in_dim(buf, o, start, axis=0)
+                for buf, o in zip(buffers, out, strict=True)
+            )
+            log_liks = out[2]
+        else:
+            log_liks = jnp.concatenate([out, last[None]])
+        return c + 1, m, chol_P, total + jnp.sum(log_liks), settled, buffers
 
     def cond(state):
-        c, *_, settled = state
+        c, *_, settled, _ = state
         return (c < n_chunks) & ~settled
 
     zero = jnp.zeros((), y.dtype)
-    init = (jnp.int32(0), model.m0, model.chol_P0, zero, jnp.bool_(False))
-    c, m, chol_P, total, _ = lax.while_loop(cond, body, init)
-    return c * _CHUNK, m, chol_P, total
+    buffers = ()
+    if keep_moments:
+        n = n_chunks * _CHUNK
+        buffers = tuple(jnp.zeros((n,) + x.shape, y.dtype) for x in (model.m0, model.chol_P0, zero))
+    init = (jnp.int32(0), model.m0, model.chol_P0, zero, jnp.bool_(False), buffers)
+    c, m, chol_P, total, _, buffers = lax.while_loop(cond, body, init)
+    return (c * _CHUNK, m, chol_P, total) + ((buffers,) if keep_moments else ())
 
 
-def steady_log_marginal(model: _Model, y, observed):
-    """``log p(y_{1:T})`` for a model without time-varying parameters (see the module doc)."""
+def _mean_recursion(model: _Model, y, done, m, chol_P):
+    """Phase 2 from step ``done`` with predicted ``N(m, chol_P)``, in rolled order.
+
+    Returns:
+        ``(means, log_liks)``, ``(T, S)`` and ``(T,)``: entry ``i`` belongs to step
+        ``done + i`` while that is ``< T``; the log-liks of the others are 0.
+    """
     F, b = model.static["F"], model.static["b"]
     H, chol_R, d = (model.static[k] for k in ("H", "chol_R", "d"))
     T, D = y.shape
-    done, m, chol_P, total = _settle(model, y, observed)
-
     chol_S, cross, _ = _condition(chol_P, H, chol_R)
     whiten = solve_lower(chol_S, jnp.eye(D, dtype=y.dtype))  # chol_S⁻¹
     gain = F @ cross @ whiten  # G = F P Hᵀ S⁻¹
@@ -110,4 +143,29 @@ def steady_log_marginal(model: _Model, y, observed):
     _, means = lax.scan(mean_step, m, drive)
     w = (rest - means @ _mT(H)) @ _mT(whiten)
     log_liks = -0.5 * (D * _LOG_2PI + chol_logdet(chol_S) + jnp.sum(w * w, axis=-1))
-    return total + jnp.sum(jnp.where(jnp.arange(T) < T - done, log_liks, 0.0))
+    return means, jnp.where(jnp.arange(T) < T - done, log_liks, 0.0)
+
+
+def steady_log_marginal(model: _Model, y, observed):
+    """``log p(y_{1:T})`` for a model without time-varying parameters (see the module doc)."""
+    done, m, chol_P, total = _settle(model, y, observed)
+    return total + jnp.sum(_mean_recursion(model, y, done, m, chol_P)[1])
+
+
+def steady_predicted(model: _Model, y, observed) -> _Filtered:
+    """The predicted moments and log-liks of every step, for a time-invariant model.
+
+    What :func:`numpyro_ssm.ops._kalman_serial._predicted_only` returns, with the settled
+    steps' factors all equal to the settled one.
+    """
+    T = y.shape[0]
+    done, m, chol_P, _, (buf_m, buf_chol, buf_ll) = _settle(model, y, observed, True)
+    means, log_liks = _mean_recursion(model, y, done, m, chol_P)
+    after = jnp.arange(T) >= done
+    return _Filtered(
+        None,
+        None,
+        jnp.where(after[:, None], jnp.roll(means, done, axis=0), buf_m[:T]),
+        jnp.where(after[:, None, None], chol_P, buf_chol[:T]),
+        jnp.where(after, jnp.roll(log_liks, done), buf_ll[:T]),
+    )
