@@ -25,7 +25,7 @@ from numpyro_ssm.ops._kalman_common import (
     _update,
 )
 from numpyro_ssm.ops._kalman_gradient import log_marginal_jvp
-from numpyro_ssm.ops._kalman_steady import steady_log_marginal, steady_predicted
+from numpyro_ssm.ops._kalman_steady import settles, steady_log_marginal, steady_predicted
 
 __all__ = ["serial_filter", "serial_log_marginal"]
 
@@ -93,14 +93,14 @@ def _predicted_moments(model: _Model, y, observed) -> _Filtered:
 
 
 def _predicted_only(model: _Model, y, observed) -> _Filtered:
-    """:func:`_predicted_moments`, or its settled form for a time-invariant model.
+    """:func:`_predicted_moments`, or its settled form for a long time-invariant series.
 
     The settled form stops updating the covariance once it has settled
     (:mod:`numpyro_ssm.ops._kalman_steady`).
     """
-    if model.varying:
-        return _predicted_moments(model, y, observed)
-    return _settled_predicted(model, y, observed)
+    if settles(model, y):
+        return _settled_predicted(model, y, observed)
+    return _predicted_moments(model, y, observed)
 
 
 @jax.custom_jvp
@@ -123,10 +123,10 @@ def _settled_predicted_jvp(primals, tangents):
 def serial_log_marginal(model: _Model, y, observed):
     """``log p(y_{1:T})`` by the sequential filter; its derivative is one backward recursion.
 
-    A time-invariant model's filter stops updating the covariance once it has settled
-    (:mod:`numpyro_ssm.ops._kalman_steady`), for the value and for the derivative.
+    On a long series of a time-invariant model the filter stops updating the covariance once
+    it has settled (:mod:`numpyro_ssm.ops._kalman_steady`), for the value and the derivative.
     """
-    if not model.varying:
+    if settles(model, y):
         return steady_log_marginal(model, y, observed)
     return jnp.sum(_forward(model, y, observed, keep_moments=False))
 
