@@ -79,9 +79,11 @@ def _settle(model: _Model, y, observed, keep_moments=False):
     H, chol_R, d = (model.static[k] for k in ("H", "chol_R", "d"))
 
     def step(carry, inputs):
-        m, chol_P = carry
+        # the carry keeps the step's input factor too, for the convergence check
+        m, chol_P, _ = carry
         m_f, chol_f, ll = _update(m, chol_P, H, chol_R, d, inputs["y"], inputs["observed"])
-        return _predict(F, chol_Q, b, m_f, chol_f), ((m, chol_P, ll) if keep_moments else ll)
+        out = (m, chol_P, ll) if keep_moments else ll
+        return (*_predict(F, chol_Q, b, m_f, chol_f), chol_P), out
 
     T, D = y.shape
     n_chunks = math.ceil(T / _CHUNK)
@@ -100,22 +102,18 @@ def _settle(model: _Model, y, observed, keep_moments=False):
             "y": lax.dynamic_slice_in_dim(y, start, _CHUNK),
             "observed": lax.dynamic_slice_in_dim(observed, start, _CHUNK),
         }
-        head = {k: v[:-1] for k, v in inputs.items()}
-        (m, chol_before), out = lax.scan(step, (m, chol_P), head)
-        (m, chol_P), last = step((m, chol_before), {k: v[-1] for k, v in inputs.items()})
+        (m, chol_P, chol_before), out = lax.scan(step, (m, chol_P, chol_P), inputs)
         P = matmul_small(chol_P, _mT(chol_P))
         P_before = matmul_small(chol_before, _mT(chol_before))
         change = jnp.max(jnp.abs(P - P_before))
         settled = (change <= tol * jnp.max(jnp.abs(P))) & (start + _CHUNK > last_missing)
+        log_liks = out
         if keep_moments:
-            out = tuple(jnp.concatenate([o, x[None]]) for o, x in zip(out, last, strict=True))
             buffers = tuple(
                 lax.dynamic_update_slice_in_dim(buf, o, start, axis=0)
                 for buf, o in zip(buffers, out, strict=True)
             )
             log_liks = out[2]
-        else:
-            log_liks = jnp.concatenate([out, last[None]])
         return c + 1, m, chol_P, total + jnp.sum(log_liks), settled, buffers
 
     def cond(state):
