@@ -11,13 +11,17 @@ with ``log p(y_t | y_{1:t-1}) = log N(y_t - d - H m_t; 0, S)`` for the fixed inn
 covariance ``S``. statsmodels' Cython filter does the same (its ``tolerance``), which is most of
 why it is fast.
 
-**Phase 1** runs the square-root step of :mod:`numpyro_ssm.ops._kalman_serial` in chunks of
-``_CHUNK`` steps inside a ``lax.while_loop``, and stops after the first chunk whose last step
-changed ``P`` by at most ``_SETTLE_ULPS`` units in the last place of its largest entry, and
-that lies past the last step with a missing entry (a missing entry changes the covariance
-recursion). A step that leaves ``P`` unchanged is a fixed point of the Riccati map, so the
-test is on one step, never on a period of several. Series that never settle run phase 1 to
-the end, which is the plain filter plus one check per chunk.
+The serial filter takes this path for series of at least ``_MIN_STEPS`` steps
+(:func:`settles`).
+
+**Phase 1** runs the square-root step (``_update`` and ``_predict`` of
+:mod:`numpyro_ssm.ops._kalman_common`) in chunks of ``_CHUNK`` steps inside a
+``lax.while_loop``. It stops after the first chunk whose last step changed ``P`` by at most
+``_SETTLE_ULPS`` units in the last place of its largest entry, and that lies past the last step
+with a missing entry (a missing entry changes the covariance recursion). A step that leaves
+``P`` unchanged is a fixed point of the Riccati map, so the test is on one step, never on a
+period of several. Series that never settle run phase 1 to the end, which is the plain filter
+plus one check per chunk.
 
 **Phase 2** is the mean recursion over the rest: one matrix-vector product and an add per
 step in a ``lax.scan``, then the innovations and their log-densities vectorized over time.
