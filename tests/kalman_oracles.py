@@ -144,3 +144,26 @@ def dense_filtered(params, y, observed=None):
         means.append(m[t])
         covs.append(c[t])
     return np.stack(means), np.stack(covs)
+
+
+def statsmodels_filter(params, y):
+    """statsmodels' ``KalmanFilter`` for the homogeneous model ``params``, bound to ``y``.
+
+    Known initialization and no burn-in, so that its log-likelihood is ours; NaN entries of
+    ``y`` are missing. Call ``.filter()`` or ``.loglike()`` on it.
+    """
+    from statsmodels.tsa.statespace.kalman_filter import KalmanFilter
+
+    S, D = params["initial_mean"].shape[0], params["emission_matrix"].shape[-2]
+    cov = lambda L: L @ L.T  # noqa: E731
+    kf = KalmanFilter(k_endog=D, k_states=S, k_posdef=S, loglikelihood_burn=0)
+    kf.bind(np.asarray(y))
+    kf["design"] = params["emission_matrix"]
+    kf["obs_intercept"] = params["emission_bias"][:, None]
+    kf["obs_cov"] = cov(params["emission_scale_tril"])
+    kf["transition"] = params["transition_matrix"]
+    kf["state_intercept"] = params["transition_bias"][:, None]
+    kf["selection"] = np.eye(S)
+    kf["state_cov"] = cov(params["transition_scale_tril"])
+    kf.initialize_known(params["initial_mean"], cov(params["initial_scale_tril"]))
+    return kf

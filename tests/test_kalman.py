@@ -10,6 +10,7 @@ from kalman_oracles import (
     dense_log_marginal,
     dense_posterior,
     random_lgssm,
+    statsmodels_filter,
 )
 
 from numpyro_ssm.ops import (
@@ -241,24 +242,10 @@ def test_against_tfp():
 
 
 def test_against_statsmodels_with_nan():
-    from statsmodels.tsa.statespace.kalman_filter import KalmanFilter
-
     params, y = _homogeneous(6, S=3, D=2, T=15)
     y[4, 1] = np.nan
     y[9] = np.nan
-    S, D = 3, 2
-    cov = lambda L: L @ L.T  # noqa: E731
-    kf = KalmanFilter(k_endog=D, k_states=S, k_posdef=S, loglikelihood_burn=0)
-    kf.bind(y)
-    kf["design"] = params["emission_matrix"]
-    kf["obs_intercept"] = params["emission_bias"][:, None]
-    kf["obs_cov"] = cov(params["emission_scale_tril"])
-    kf["transition"] = params["transition_matrix"]
-    kf["state_intercept"] = params["transition_bias"][:, None]
-    kf["selection"] = np.eye(S)
-    kf["state_cov"] = cov(params["transition_scale_tril"])
-    kf.initialize_known(params["initial_mean"], cov(params["initial_scale_tril"]))
-    res = kf.filter()
+    res = statsmodels_filter(params, y).filter()
     ours = call(kalman_filter, params, y)
     close(ours.log_likelihood_increments, res.llf_obs)
     close(ours.filtered_means, res.filtered_state.T)

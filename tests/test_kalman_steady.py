@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from kalman_oracles import dense_log_marginal, random_lgssm
+from kalman_oracles import dense_log_marginal, random_lgssm, statsmodels_filter
 from test_kalman import POSITIONAL, call, close, local_linear_trend
 
 from numpyro_ssm.ops import kalman_filter, kalman_log_marginal
@@ -92,22 +92,8 @@ def test_slowly_settling_local_level():
 
 
 def test_against_statsmodels():
-    from statsmodels.tsa.statespace.kalman_filter import KalmanFilter
-
-    S, D, T = 3, 2, 600
-    params, y = homogeneous(43, S, D, T)
-    cov = lambda L: L @ L.T  # noqa: E731
-    kf = KalmanFilter(k_endog=D, k_states=S, k_posdef=S, loglikelihood_burn=0)
-    kf.bind(y)
-    kf["design"] = params["emission_matrix"]
-    kf["obs_intercept"] = params["emission_bias"][:, None]
-    kf["obs_cov"] = cov(params["emission_scale_tril"])
-    kf["transition"] = params["transition_matrix"]
-    kf["state_intercept"] = params["transition_bias"][:, None]
-    kf["selection"] = np.eye(S)
-    kf["state_cov"] = cov(params["transition_scale_tril"])
-    kf.initialize_known(params["initial_mean"], cov(params["initial_scale_tril"]))
-    close(call(kalman_log_marginal, params, y), kf.loglike(), rtol=1e-10)
+    params, y = homogeneous(43, S=3, D=2, T=600)
+    close(call(kalman_log_marginal, params, y), statsmodels_filter(params, y).loglike(), rtol=1e-10)
 
 
 def test_vmap_over_models_that_settle_at_different_steps():
