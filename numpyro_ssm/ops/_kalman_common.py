@@ -163,11 +163,17 @@ def _masked_emission(H, chol_R, d, y, observed):
 
     Returns ``(H_m, chol_R_m, y_m)``: ``H_m`` ``(D, S)`` and ``y_m = y - d`` ``(D,)`` with the
     missing rows zeroed, and ``chol_R_m`` ``(D, 2D)`` whose product ``chol_R_m chol_R_mᵀ`` is
-    ``R`` on the observed block and the identity on the missing one.
+    ``R`` on the observed block and the identity on the missing one. With one entry (``D = 1``)
+    ``chol_R_m`` is ``(1, 1)``, ``chol_R`` or one: a narrower stack to triangularize, which
+    keeps the scalar filter's loop small enough for XLA to compile it whole
+    (``benchmarks/xla_loops.py``).
     """
     m = observed.astype(H.dtype)
     H_m = H * m[:, None]
-    chol_R_m = jnp.concatenate([chol_R * m[:, None], jnp.diag(1.0 - m)], axis=1)
+    if H.shape[0] == 1:  # one entry: its factor itself becomes the "no information" one
+        chol_R_m = jnp.where(observed[:, None], chol_R, 1.0)
+    else:
+        chol_R_m = jnp.concatenate([chol_R * m[:, None], jnp.diag(1.0 - m)], axis=1)
     y_m = jnp.where(observed, y, 0.0) - d * m
     return H_m, chol_R_m, y_m
 

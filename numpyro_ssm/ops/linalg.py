@@ -154,8 +154,19 @@ def _householder_tria(a):
         below = jnp.concatenate([flip * below[..., :1], below[..., 1:]], axis=-1)
         a = a.at[..., i + 1 :, i:].set(below)
         diag.append(norm)
-    lower = jnp.tril(a[..., :, :n], -1)
-    return lower + jnp.stack(diag, axis=-1)[..., None, :] * jnp.eye(n, dtype=a.dtype)
+    # Assembled row by row, not with jnp.tril and jnp.eye: XLA hoists those computed masks out
+    # of a scan's body into its loop state, and they pushed the scalar Kalman filter's loop
+    # past the size XLA compiles whole on the CPU (benchmarks/xla_loops.py). Empty pieces
+    # are left out: one broke the batching of tria's custom JVP under vmap.
+    zeros = jnp.zeros(a.shape[:-2] + (n,), a.dtype)
+    rows = []
+    for i in range(n):
+        pieces = [a[..., i, :i]] if i else []
+        pieces.append(diag[i][..., None])
+        if i + 1 < n:
+            pieces.append(zeros[..., i + 1 :])
+        rows.append(jnp.concatenate(pieces, axis=-1)[..., None, :])
+    return jnp.concatenate(rows, axis=-2)
 
 
 def _pad_columns(a):
