@@ -1,7 +1,7 @@
 """The compile time of the simplest programs that compute the same value+grad: a floor.
 
 The compile-time target of the performance issue asks for at most half of dynamax's time. This
-script compiles ``jax.jit(jax.value_and_grad(f))`` for four versions of each log-likelihood of
+script compiles ``jax.jit(jax.value_and_grad(f))`` for three versions of each log-likelihood of
 ``benchmarks/hmm.py`` (K = 3) and ``benchmarks/lgssm.py`` (S = 2), T = 10⁴, from cold caches:
 
 - ``minimal``: the shortest correct program, differentiated by autodiff. For the HMM one

@@ -58,20 +58,19 @@ def _kalman(state_dim, num_steps):
 
 
 def _nile():
-    import jax.numpy as jnp
-    import numpyro
+    """``nuts.py``'s Nile log joint of the two scales, at its test point."""
     from numpyro.infer.util import log_density
 
     from benchmarks import nuts
-    from numpyro_ssm.datasets import load_nile
 
-    y = jnp.asarray(load_nile().volume, dtype=jnp.float64)
+    spec = nuts.POSTERIORS["nile"]
+    y = spec["data"]()
 
     def log_joint(params):
-        model = numpyro.handlers.substitute(nuts.nile_ours, data=params)
-        return log_density(model, (y,), {}, {})[0]
+        return log_density(nuts.nile_ours, (y,), {}, params)[0]
 
-    return log_joint, ({"sigma_obs": jnp.array(120.0), "sigma_level": jnp.array(40.0)},)
+    point = {k: jax.numpy.asarray(v, dtype=jax.numpy.float64) for k, v in spec["point"].items()}
+    return log_joint, (point,)
 
 
 PROGRAMS = {
