@@ -1,12 +1,19 @@
-"""Independent reference implementations used by the tests (numpy, no numpyro_ssm code).
+"""Independent reference implementations used by the tests (NumPy/SciPy, no numpyro_ssm code).
 
 - ``hmm_brute_force``: enumerates all K^T latent paths of a small HMM.
+- Dense references for linear-Gaussian state space models (float64): the whole model is one
+  Gaussian. Stack the states ``z = c + G eps`` by unrolling the recursion, then
+  ``y = H z + d + noise``. Conditioning that joint Gaussian on the observed entries gives the
+  exact log marginal and the exact filtered / smoothed moments, with missing entries simply
+  dropped (marginalized) from the joint (``dense_*``); ``random_lgssm`` draws parameters and
+  ``statsmodels_filter`` runs statsmodels' Kalman filter on them.
 """
 
 import itertools
 from typing import NamedTuple
 
 import numpy as np
+from scipy.stats import multivariate_normal
 
 
 class BruteForceHMM(NamedTuple):
@@ -93,3 +100,162 @@ def hmm_brute_force(initial_probs, transition_matrix, log_likelihoods, obs_mask=
         paths,
         log_joint - log_marginal,
     )
+
+
+def random_lgssm(rng, S, D, T, *, time_varying=True, stable=True):
+    """Random model parameters (keyword names of the ops), time-varying or homogeneous."""
+
+    def tril(n, lead=()):
+        a = rng.normal(size=lead + (n, n)) * 0.3
+        a = np.tril(a)
+        idx = np.arange(n)
+        a[..., idx, idx] = 0.5 + rng.uniform(size=lead + (n,))
+        return a
+
+    lead_t = (T - 1,) if time_varying else ()
+    lead_e = (T,) if time_varying else ()
+    F = rng.normal(size=lead_t + (S, S))
+    if stable:
+        F = 0.9 * F / np.linalg.norm(F, ord=2, axis=(-2, -1), keepdims=True)
+    return dict(
+        initial_mean=rng.normal(size=(S,)),
+        initial_scale_tril=tril(S),
+        transition_matrix=F,
+        transition_scale_tril=tril(S, lead_t),
+        emission_matrix=rng.normal(size=lead_e + (D, S)),
+        emission_scale_tril=tril(D, lead_e),
+        transition_bias=rng.normal(size=lead_t + (S,)) * 0.5,
+        emission_bias=rng.normal(size=lead_e + (D,)) * 0.5,
+    )
+
+
+def _full(params, T):
+    """Parameters with explicit time axes (T-1 transitions, T emissions), as NumPy."""
+    p = {k: np.asarray(v, dtype=np.float64) for k, v in params.items() if v is not None}
+    S = p["initial_mean"].shape[0]
+    D = p["emission_matrix"].shape[-2]
+    p.setdefault("transition_bias", np.zeros(S))
+    p.setdefault("emission_bias", np.zeros(D))
+    base = {
+        "transition_matrix": 2,
+        "transition_scale_tril": 2,
+        "transition_bias": 1,
+        "emission_matrix": 2,
+        "emission_scale_tril": 2,
+        "emission_bias": 1,
+    }
+    out = dict(p)
+    for name, nd in base.items():
+        n = T - 1 if name.startswith("transition") else T
+        a = p[name]
+        if a.ndim == nd:
+            a = a[None]
+        out[name] = np.broadcast_to(a, (n,) + a.shape[1:])
+    return out
+
+
+def dense_joint(params, T):
+    """Means and covariances of the stacked states ``(T*S,)`` and observations ``(T*D,)``."""
+    p = _full(params, T)
+    S = p["initial_mean"].shape[0]
+    D = p["emission_matrix"].shape[-2]
+    G = np.zeros((T * S, T * S))
+    c = np.zeros(T * S)
+    c[:S] = p["initial_mean"]
+    G[:S, :S] = p["initial_scale_tril"]
+    for t in range(T - 1):
+        F = p["transition_matrix"][t]
+        rows, prev = slice((t + 1) * S, (t + 2) * S), slice(t * S, (t + 1) * S)
+        c[rows] = F @ c[prev] + p["transition_bias"][t]
+        G[rows] = F @ G[prev]
+        G[rows, rows] += p["transition_scale_tril"][t]
+    Hbig = np.zeros((T * D, T * S))
+    Rbig = np.zeros((T * D, T * D))
+    dbig = np.zeros(T * D)
+    for t in range(T):
+        Hbig[t * D : (t + 1) * D, t * S : (t + 1) * S] = p["emission_matrix"][t]
+        L = p["emission_scale_tril"][t]
+        Rbig[t * D : (t + 1) * D, t * D : (t + 1) * D] = L @ L.T
+        dbig[t * D : (t + 1) * D] = p["emission_bias"][t]
+    cov_z = G @ G.T
+    mean_y = Hbig @ c + dbig
+    cov_y = Hbig @ cov_z @ Hbig.T + Rbig
+    cov_zy = cov_z @ Hbig.T
+    return c, cov_z, mean_y, cov_y, cov_zy
+
+
+def dense_log_marginal(params, y, observed=None):
+    """``log p(y_obs)`` from the dense joint, marginalized onto the observed entries."""
+    y = np.asarray(y, dtype=np.float64)
+    T = y.shape[0]
+    obs = ~np.isnan(y) if observed is None else np.asarray(observed) & ~np.isnan(y)
+    _, _, mean_y, cov_y, _ = dense_joint(params, T)
+    o = obs.reshape(-1)
+    if not o.any():
+        return 0.0
+    return multivariate_normal(mean_y[o], cov_y[np.ix_(o, o)]).logpdf(y.reshape(-1)[o])
+
+
+def dense_posterior(params, y, observed=None, upto=None):
+    """Moments of the states given the observed entries of ``y[:upto]`` (all by default).
+
+    Returns ``(means (T, S), covariances (T, S, S), cross (T-1, S, S))`` where
+    ``cross[t] = Cov(z_t, z_{t+1} | y)``.
+    """
+    y = np.asarray(y, dtype=np.float64)
+    T, D = y.shape
+    obs = ~np.isnan(y) if observed is None else np.asarray(observed) & ~np.isnan(y)
+    if upto is not None:
+        obs = obs.copy()
+        obs[upto:] = False
+    c, cov_z, mean_y, cov_y, cov_zy = dense_joint(params, T)
+    S = c.shape[0] // T
+    o = obs.reshape(-1)
+    if o.any():
+        gain = np.linalg.solve(cov_y[np.ix_(o, o)], cov_zy[:, o].T).T
+        mean = c + gain @ (y.reshape(-1)[o] - mean_y[o])
+        cov = cov_z - gain @ cov_zy[:, o].T
+    else:
+        mean, cov = c, cov_z
+    means = mean.reshape(T, S)
+    covs = np.stack([cov[t * S : (t + 1) * S, t * S : (t + 1) * S] for t in range(T)])
+    cross = (
+        np.stack([cov[t * S : (t + 1) * S, (t + 1) * S : (t + 2) * S] for t in range(T - 1)])
+        if T > 1
+        else np.zeros((0, S, S))
+    )
+    return means, covs, cross
+
+
+def dense_filtered(params, y, observed=None):
+    """Filtered moments ``E[z_t | y_{1:t}]`` and covariances, one dense conditioning per t."""
+    T = np.asarray(y).shape[0]
+    means, covs = [], []
+    for t in range(T):
+        m, c, _ = dense_posterior(params, y, observed, upto=t + 1)
+        means.append(m[t])
+        covs.append(c[t])
+    return np.stack(means), np.stack(covs)
+
+
+def statsmodels_filter(params, y):
+    """statsmodels' ``KalmanFilter`` for the homogeneous model ``params``, bound to ``y``.
+
+    Known initialization and no burn-in, so that its log-likelihood is ours; NaN entries of
+    ``y`` are missing. Call ``.filter()`` or ``.loglike()`` on it.
+    """
+    from statsmodels.tsa.statespace.kalman_filter import KalmanFilter
+
+    S, D = params["initial_mean"].shape[0], params["emission_matrix"].shape[-2]
+    cov = lambda L: L @ L.T  # noqa: E731
+    kf = KalmanFilter(k_endog=D, k_states=S, k_posdef=S, loglikelihood_burn=0)
+    kf.bind(np.asarray(y))
+    kf["design"] = params["emission_matrix"]
+    kf["obs_intercept"] = params["emission_bias"][:, None]
+    kf["obs_cov"] = cov(params["emission_scale_tril"])
+    kf["transition"] = params["transition_matrix"]
+    kf["state_intercept"] = params["transition_bias"][:, None]
+    kf["selection"] = np.eye(S)
+    kf["state_cov"] = cov(params["transition_scale_tril"])
+    kf.initialize_known(params["initial_mean"], cov(params["initial_scale_tril"]))
+    return kf

@@ -6,10 +6,13 @@ methods of :class:`HMMPosteriorMixin`, which ``DiscreteHMM`` inherits; each one 
 masked log-likelihoods to an op of :mod:`numpyro_ssm.ops.hmm`.
 """
 
+import jax
 import jax.numpy as jnp
 
+from numpyro_ssm.distributions._ssm import SSMLatents, check_latent_methods
 from numpyro_ssm.ops import hmm as hmm_ops
 from numpyro_ssm.ops.hmm import safe_log
+from numpyro_ssm.ops.hmm.paths import backward_sample
 
 __all__ = ["HMMPosteriorMixin"]
 
@@ -79,7 +82,61 @@ class HMMPosteriorMixin:
         """
         return self._run_op(hmm_ops.hmm_posterior_sample, value, key, sample_shape=sample_shape)
 
-    def forecast(self, value, num_steps, *, transition_matrix=None, emission_dist=None):
+    # -- the protocol of numpyro_ssm.infer ------------------------------------------------------
+
+    def latent_dims(self, method):
+        """Dims of :meth:`latents`' outputs: ``("time", "state")`` probabilities or ``("time",)``.
+
+        Args:
+            method: ``"smooth"``, ``"sample"`` or ``"mode"``.
+
+        Returns:
+            dict short name -> dims after the batch axes.
+        """
+        if method == "smooth":
+            return {"probs": ("time", "state")}
+        return {"": ("time",)}
+
+    def latents(self, value, methods=(), key=None) -> SSMLatents:
+        """Per-step log-likelihood increments and posterior summaries, from one forward pass.
+
+        ``"smooth"``: ``{"probs": p(z_t = k | y) (..., T, K)}``; ``"sample"``: ``{"": path}``, one
+        FFBS draw ``(..., T)`` that reuses the filter (or smoother) pass; ``"mode"``: ``{"":
+        path}``, the Viterbi path ``(..., T)``.
+
+        Args:
+            value: observations, shape ``batch_shape + (T,) + E``.
+            methods: a tuple of ``"smooth"``, ``"sample"``, ``"mode"``.
+            key: a ``jax.random`` key, required for ``"sample"``.
+
+        Returns:
+            An :class:`~numpyro_ssm.distributions.SSMLatents`.
+        """
+        methods = check_latent_methods(self, methods, key)
+        op = hmm_ops.hmm_smoother if "smooth" in methods else hmm_ops.hmm_filter
+        post = self._run_op(op, value)
+        out = {}
+        if "smooth" in methods:
+            out["smooth"] = {"probs": post.smoothed_probs}
+        if "sample" in methods:
+            log_trans = self._log_params()[1]
+            if log_trans.ndim == 2:
+                log_trans = log_trans[None]
+            path = backward_sample(key, log_trans, post.filtered_probs, parallel=self.parallel)
+            out["sample"] = {"": path}
+        if "mode" in methods:
+            out["mode"] = {"": self.posterior_mode(value)}
+        return SSMLatents(post.log_likelihood_increments, out)
+
+    def forecast(
+        self,
+        value,
+        num_steps,
+        *,
+        transition_matrix=None,
+        transition_logits=None,
+        emission_dist=None,
+    ):
         """The distribution of the next ``num_steps`` observations given ``y_{1:T}``.
 
         The returned model starts from ``p(z_{T+1} | y_{1:T})`` (the last filtered distribution
@@ -91,18 +148,28 @@ class HMMPosteriorMixin:
             transition_matrix: future transitions, shape ``(K, K)`` or ``(..., H | 1, K, K)``;
                 entry ``[h]`` moves ``z_{T+h} -> z_{T+h+1}``. Defaults to this model's
                 (homogeneous) transition matrix.
+            transition_logits: the future transitions as unnormalized log-probabilities,
+                instead of ``transition_matrix``.
             emission_dist: future emissions (batch ``(K,)`` or ``(..., H | 1, K)``). Defaults to
                 this model's (homogeneous) emission distribution.
 
         Returns:
-            A :class:`DiscreteHMM` with ``event_shape (H,) + E``.
+            A :class:`DiscreteHMM` with ``event_shape (H,) + E`` and this model's
+            ``validate_args``.
 
         Raises:
-            ValueError: when a time-varying parameter has no future value given.
+            ValueError: when a time-varying parameter has no future value given, or both
+                ``transition_matrix`` and ``transition_logits`` are.
         """
+        if transition_matrix is not None and transition_logits is not None:
+            raise ValueError(
+                "forecast: give at most one of transition_matrix and transition_logits."
+            )
         current_log_trans = self._log_params()[1]
         trans_shape = current_log_trans.shape
-        if transition_matrix is None:
+        if transition_logits is not None:
+            future_log_trans = jax.nn.log_softmax(jnp.asarray(transition_logits), axis=-1)
+        elif transition_matrix is None:
             if len(trans_shape) >= 3 and trans_shape[-3] != 1:
                 raise ValueError(
                     f"forecast: transition_matrix is time-varying (shape {trans_shape}); pass "
@@ -132,4 +199,5 @@ class HMMPosteriorMixin:
             emission_dist=emission_dist,
             num_steps=num_steps,
             parallel=self.parallel,
+            validate_args=self._validate_args,
         )

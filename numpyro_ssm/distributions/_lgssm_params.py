@@ -3,7 +3,7 @@
 import jax
 import jax.numpy as jnp
 
-from numpyro_ssm.distributions._shapes import broadcast_batch_shapes, infer_num_steps
+from numpyro_ssm.distributions._shapes import broadcast_batch_shapes, infer_num_steps, time_source
 
 # name -> (event ndim without time, time offset or None when the argument has no time axis)
 _CORE = {
@@ -34,7 +34,7 @@ def _core_ndim(name, shape):
 def _lgssm_shapes(shapes, num_steps, obs_mask_shape):
     """Check argument shapes (``shapes``: name -> shape, covariances as ``*_scale_tril``).
 
-    Returns ``(batch_shape, event_shape, T, S, D)``.
+    Returns ``(batch_shape, event_shape, time source, batch shape per argument)``.
     """
     m0 = shapes["initial_mean"]
     if len(m0) < 1:
@@ -92,7 +92,7 @@ def _lgssm_shapes(shapes, num_steps, obs_mask_shape):
     }
     if obs_mask_shape is not None:
         batch["obs_mask"] = obs_mask_shape[:-2]
-    return broadcast_batch_shapes(batch), (T, D), T, S, D
+    return broadcast_batch_shapes(batch), (T, D), time_source(time_axes, num_steps), batch
 
 
 def _flatten_batch(arr, core, batch_shape):
@@ -116,15 +116,6 @@ def _map_batch(fn, args, cores, batch_shape):
         return jax.tree.map(lambda x: x.reshape(batch_shape + x.shape), out)
     out = jax.vmap(fn)(*flat)
     return jax.tree.map(lambda x: x.reshape(batch_shape + x.shape[1:]), out)
-
-
-def _call(op, params, y, *lead, **kwargs):
-    """``op(*lead, m0, P0, F, Q, H, R, y, transition_bias=b, emission_bias=d, **kwargs)``.
-
-    ``params`` are the ops' arguments in :data:`_CORE` order (biases third and last).
-    """
-    m0, P0, F, Q, b, H, R, d = params
-    return op(*lead, m0, P0, F, Q, H, R, y, transition_bias=b, emission_bias=d, **kwargs)
 
 
 def _batch_keys(key, batch_shape):

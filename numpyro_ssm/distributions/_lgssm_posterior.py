@@ -3,8 +3,7 @@
 Given one set of parameters and the observations, they return what the latent states look like:
 filtered and smoothed moments, posterior draws and forecasts. They are the methods of
 :class:`LGSSMPosteriorMixin`, which ``LinearGaussianSSM`` inherits; each one runs an op of
-:mod:`numpyro_ssm.ops.kalman` or :mod:`numpyro_ssm.ops.kalman_smoothing` on every sequence of
-the batch.
+:mod:`numpyro_ssm.ops.kalman` on every sequence of the batch.
 """
 
 import functools
@@ -12,8 +11,9 @@ import functools
 import jax.numpy as jnp
 
 from numpyro_ssm.distributions._lgssm_params import _CORE, _batch_keys
+from numpyro_ssm.distributions._ssm import SSMLatents, check_latent_methods
 from numpyro_ssm.ops import kalman as kalman_ops
-from numpyro_ssm.ops import kalman_smoothing as smoother_ops
+from numpyro_ssm.ops.kalman.sampling import smooth_and_sample
 
 __all__ = ["LGSSMPosteriorMixin"]
 
@@ -47,7 +47,7 @@ class LGSSMPosteriorMixin:
             A :class:`~numpyro_ssm.ops.GaussianPosterior` whose fields have ``batch_shape``
             leading.
         """
-        return self._run(smoother_ops.kalman_smoother, value)
+        return self._run(kalman_ops.kalman_smoother, value)
 
     def sample_posterior(self, key, value, sample_shape=()):
         """Draw state paths from ``p(z_{1:T} | y_{1:T})`` (forward-filter backward-sample).
@@ -63,10 +63,72 @@ class LGSSMPosteriorMixin:
         sample_shape = tuple(sample_shape)
         batch_shape = self._observations(value)[2]
         keys = _batch_keys(key, batch_shape)
-        op = functools.partial(smoother_ops.kalman_posterior_sample, sample_shape=sample_shape)
+        op = functools.partial(kalman_ops.kalman_posterior_sample, sample_shape=sample_shape)
         out = self._run(op, value, keys, lead_cores=(keys.ndim - len(batch_shape),))
         nb, ns = len(batch_shape), len(sample_shape)
         return jnp.moveaxis(out, tuple(range(nb, nb + ns)), tuple(range(ns)))
+
+    def posterior_mode(self, value):
+        """The most probable state path: the smoothed means (a Gaussian's mode is its mean).
+
+        Args:
+            value: observations, shape ``batch_shape + (T, D)``; NaN entries are missing.
+
+        Returns:
+            Shape ``batch_shape + (T, S)``.
+        """
+        return self.smooth(value).smoothed_means
+
+    # -- the protocol of numpyro_ssm.infer ------------------------------------------------------
+
+    def latent_dims(self, method):
+        """Dims of :meth:`latents`' outputs: state means, covariances or paths over time.
+
+        Args:
+            method: ``"smooth"``, ``"sample"`` or ``"mode"``.
+
+        Returns:
+            dict short name -> dims after the batch axes.
+        """
+        if method == "smooth":
+            return {"means": ("time", "state"), "covariances": ("time", "state", "state_2")}
+        return {"": ("time", "state")}
+
+    def latents(self, value, methods=(), key=None) -> SSMLatents:
+        """Per-step log-likelihood increments and posterior summaries, from one filter pass.
+
+        ``"smooth"``: ``{"means": (..., T, S), "covariances": (..., T, S, S)}``; ``"sample"``:
+        ``{"": path (..., T, S)}``, one FFBS draw; ``"mode"``: ``{"": smoothed means}``.
+
+        Args:
+            value: observations, shape ``batch_shape + (T, D)``; NaN entries are missing.
+            methods: a tuple of ``"smooth"``, ``"sample"``, ``"mode"``.
+            key: a JAX PRNG key, required for ``"sample"``.
+
+        Returns:
+            An :class:`~numpyro_ssm.distributions.SSMLatents`.
+        """
+        methods = check_latent_methods(self, methods, key)
+        smooth = "smooth" in methods or "mode" in methods
+        sample = "sample" in methods
+        op = functools.partial(
+            smooth_and_sample, smooth=smooth, sample_shape=() if sample else None
+        )
+        if sample:
+            batch_shape = self._observations(value)[2]
+            keys = _batch_keys(key, batch_shape)
+            lead, lead_cores = (keys,), (keys.ndim - len(batch_shape),)
+        else:
+            lead, lead_cores = (None,), (0,)
+        post, path = self._run(op, value, *lead, lead_cores=lead_cores)
+        out = {}
+        if "smooth" in methods:
+            out["smooth"] = {"means": post.smoothed_means, "covariances": post.smoothed_covariances}
+        if sample:
+            out["sample"] = {"": path}
+        if "mode" in methods:
+            out["mode"] = {"": post.smoothed_means}
+        return SSMLatents(post.log_likelihood_increments, out)
 
     def forecast(self, value, num_steps, **future):
         """Distribution of the next ``num_steps`` observations given ``value``.
@@ -86,7 +148,8 @@ class LGSSMPosteriorMixin:
                 ``emission_bias`` (time axis ``h``), or homogeneous.
 
         Returns:
-            A :class:`LinearGaussianSSM` with ``event_shape (h, D)``.
+            A :class:`LinearGaussianSSM` with ``event_shape (h, D)`` and this model's
+            ``validate_args``.
 
         Raises:
             ValueError: when a parameter is time-varying and no future value is given.
@@ -162,5 +225,6 @@ class LGSSMPosteriorMixin:
             transition_bias=rest(b, 1),
             num_steps=h,
             parallel=self.parallel,
+            validate_args=self._validate_args,
             **params,
         )

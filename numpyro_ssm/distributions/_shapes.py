@@ -8,7 +8,7 @@ and raise a ``ValueError`` that names the argument and the shapes it got.
 
 from collections.abc import Sequence
 
-__all__ = ["broadcast_batch_shapes", "infer_num_steps"]
+__all__ = ["broadcast_batch_shapes", "check_plates", "infer_num_steps", "time_source"]
 
 
 def infer_num_steps(
@@ -51,6 +51,18 @@ def infer_num_steps(
     name0, t0, shape0 = found[0]
     for name, t, shape in found[1:]:
         if t != t0:
+            if "obs_mask" in (name, name0):
+                other, t_other, shape_other = (
+                    (name0, t0, shape0) if name == "obs_mask" else (name, t, shape)
+                )
+                mask_shape, t_mask = (shape, t) if name == "obs_mask" else (shape0, t0)
+                what = other if other == "num_steps" else f"{other} (shape {shape_other})"
+                raise ValueError(
+                    f"obs_mask has shape {mask_shape}: its time axis has {t_mask} steps, but "
+                    f"{what} implies T={t_other}. The time axis of "
+                    "obs_mask is its rightmost batch-like axis, (..., T) for an HMM and "
+                    "(..., T, D) or (..., T, 1) for a Gaussian model."
+                )
             raise ValueError(
                 f"Time axis mismatch: {name0} (shape {shape0}) implies T={t0}, but {name} "
                 f"(shape {shape}) implies T={t}."
@@ -65,6 +77,52 @@ def infer_num_steps(
                 f"{shape[axis]}, expected 1 or {what}={t0 + offset}."
             )
     return t0
+
+
+def time_source(time_axes, num_steps) -> str:
+    """Which argument gave ``T``, as text for error messages (``"num_steps"`` first).
+
+    Args:
+        time_axes: as for :func:`infer_num_steps`.
+        num_steps: ``T`` given by the user, or ``None``.
+
+    Returns:
+        For example ``"num_steps=10"`` or ``"obs_mask (shape (9,))"``.
+    """
+    if num_steps is not None:
+        return f"num_steps={num_steps}"
+    for name, shape, axis, _ in time_axes:
+        if axis is not None and len(shape) >= -axis and shape[axis] != 1:
+            return f"{name} (shape {tuple(shape)})"
+    return "num_steps"
+
+
+def check_plates(named_shapes: dict[str, tuple[int, ...]], owner: str) -> None:
+    """Check the arguments' batch axes against the NumPyro plates the distribution is built in.
+
+    NumPyro's plate broadcasts a site's ``batch_shape`` against its own size and fails with a
+    bare "Incompatible shapes for broadcasting". When the distribution is constructed inside
+    the plate, the argument at fault can be named instead.
+
+    Args:
+        named_shapes: argument name -> its batch shape.
+        owner: the distribution's name, for the message.
+
+    Raises:
+        ValueError: naming the argument, its batch shape and the plate.
+    """
+    from numpyro.primitives import _PYRO_STACK, plate
+
+    for frame in _PYRO_STACK:
+        if not isinstance(frame, plate) or frame.dim is None:
+            continue
+        for name, shape in named_shapes.items():
+            if len(shape) >= -frame.dim and shape[frame.dim] not in (1, frame.subsample_size):
+                raise ValueError(
+                    f"{owner}: {name} has batch shape {tuple(shape)}, whose axis {frame.dim} "
+                    f"(size {shape[frame.dim]}) lies in plate {frame.name!r} of size "
+                    f"{frame.subsample_size}; give it size 1 or {frame.subsample_size} there."
+                )
 
 
 def broadcast_batch_shapes(named_shapes: dict[str, tuple[int, ...]]) -> tuple[int, ...]:

@@ -18,15 +18,26 @@ from numpyro.distributions import Distribution, constraints
 from numpyro.distributions.util import lazy_property
 
 from numpyro_ssm.distributions._hmm_posterior import HMMPosteriorMixin
-from numpyro_ssm.distributions._shapes import broadcast_batch_shapes, infer_num_steps
-from numpyro_ssm.distributions._validation import validate_concrete_args
+from numpyro_ssm.distributions._shapes import (
+    broadcast_batch_shapes,
+    check_plates,
+    infer_num_steps,
+    time_source,
+)
+from numpyro_ssm.distributions._ssm import StateSpaceModel
+from numpyro_ssm.distributions._validation import (
+    check_bool_mask,
+    check_real,
+    log_probability_vector,
+    validate_concrete_args,
+)
 from numpyro_ssm.ops import hmm as hmm_ops
 from numpyro_ssm.ops.hmm import safe_log
 
 __all__ = ["DiscreteHMM"]
 
 _stochastic_matrix = constraints.independent(constraints.simplex, 1)
-_real_matrix = constraints.independent(constraints.real, 2)
+_logits_matrix = constraints.independent(log_probability_vector, 1)
 
 
 def _shape_of(x):
@@ -49,18 +60,12 @@ def _emission_shapes(emission_dist):
 def _hmm_shapes(
     initial_shape, transition_shape, emission_batch, emission_event, obs_mask_shape, num_steps
 ):
-    """Check the argument shapes; return ``(batch_shape, event_shape, T, K)``."""
-    if not emission_batch:
+    """Check the argument shapes; return ``(batch_shape, event_shape, T, K, time source)``."""
+    if len(initial_shape) < 1:
         raise ValueError(
-            "emission_dist must have the K states as its rightmost batch axis, got batch_shape "
-            f"() (event_shape {emission_event}). Example: dist.Poisson(rates) with rates (K,)."
+            f"initial_probs/initial_logits must have shape (..., K), got {initial_shape}."
         )
-    num_states = emission_batch[-1]
-    if len(initial_shape) < 1 or initial_shape[-1] != num_states:
-        raise ValueError(
-            f"initial_probs/initial_logits must have shape (..., K) with K={num_states} from "
-            f"emission_dist (batch_shape {emission_batch}), got {initial_shape}."
-        )
+    num_states = initial_shape[-1]
     if len(transition_shape) < 2 or transition_shape[-1] != transition_shape[-2]:
         raise ValueError(
             "transition_matrix/transition_logits must be square, shape (..., K, K), got "
@@ -69,7 +74,18 @@ def _hmm_shapes(
     if transition_shape[-1] != num_states:
         raise ValueError(
             f"transition_matrix/transition_logits {transition_shape} has K={transition_shape[-1]}"
-            f" states but emission_dist (batch_shape {emission_batch}) has K={num_states}."
+            f" states but initial_probs/initial_logits {initial_shape} has K={num_states}."
+        )
+    if not emission_batch or emission_batch[-1] != num_states:
+        hint = (
+            " A time-varying emission has batch shape (..., T, K), not (K, T)."
+            if num_states in emission_batch
+            else " Example: dist.Poisson(rates) with rates (K,)."
+        )
+        raise ValueError(
+            f"emission_dist must have the K={num_states} states (from initial_probs and "
+            f"transition_matrix) as its rightmost batch axis, got batch_shape {emission_batch} "
+            f"(event_shape {emission_event}).{hint}"
         )
     time_axes = [
         ("transition_matrix", transition_shape, -3 if len(transition_shape) >= 3 else None, -1),
@@ -79,7 +95,7 @@ def _hmm_shapes(
         if len(obs_mask_shape) < 1:
             raise ValueError(f"obs_mask must have shape (..., T), got {obs_mask_shape}.")
         time_axes.append(("obs_mask", obs_mask_shape, -1, 0))
-    num_steps = infer_num_steps(time_axes, num_steps)
+    T = infer_num_steps(time_axes, num_steps)
     batch_shapes = {
         "initial_probs": initial_shape[:-1],
         "transition_matrix": transition_shape[:-3],
@@ -88,10 +104,11 @@ def _hmm_shapes(
     if obs_mask_shape is not None:
         batch_shapes["obs_mask"] = obs_mask_shape[:-1]
     batch_shape = broadcast_batch_shapes(batch_shapes)
-    return batch_shape, (num_steps,) + emission_event, num_steps, num_states
+    source = time_source(time_axes, num_steps)
+    return batch_shape, (T,) + emission_event, T, num_states, source, batch_shapes
 
 
-class DiscreteHMM(HMMPosteriorMixin, Distribution):
+class DiscreteHMM(HMMPosteriorMixin, StateSpaceModel):
     r"""Hidden Markov model over ``T`` observations with the discrete latent path summed out.
 
     .. math::
@@ -112,12 +129,14 @@ class DiscreteHMM(HMMPosteriorMixin, Distribution):
             batch shape ``(K,)`` (homogeneous) or ``(..., T | 1, K)`` (time-varying), any event
             shape ``E``. Examples: ``dist.Poisson(rates)`` with ``rates (K,)``,
             ``dist.MultivariateNormal(loc (K, D), cov (K, D, D))``.
-        initial_logits: shape ``(..., K)``, unnormalized log ``initial_probs``.
+        initial_logits: shape ``(..., K)``, unnormalized log ``initial_probs``; ``-inf`` marks
+            a state that cannot start the chain.
         transition_logits: shape like ``transition_matrix``, unnormalized log-probabilities
-            (normalized over the last axis).
+            (normalized over the last axis); ``-inf`` marks a structural zero.
         num_steps: ``T``; required only when no argument carries a time axis.
         obs_mask: bool, shape ``(..., T)``, True where a step is observed. Masked steps (and
             steps whose float observation has a NaN entry) contribute nothing to ``log_prob``.
+            Other dtypes are rejected (pass ``mask.astype(bool)``), never reinterpreted.
         parallel: use the O(log T)-depth associative scan (faster on accelerators).
         validate_args: check stochastic rows and observations' support (NumPyro semantics).
 
@@ -135,9 +154,9 @@ class DiscreteHMM(HMMPosteriorMixin, Distribution):
 
     arg_constraints = {
         "initial_probs": constraints.simplex,
-        "initial_logits": constraints.real_vector,
+        "initial_logits": log_probability_vector,
         "transition_matrix": _stochastic_matrix,
-        "transition_logits": _real_matrix,
+        "transition_logits": _logits_matrix,
     }
     pytree_data_fields = (
         "initial_probs",
@@ -170,6 +189,14 @@ class DiscreteHMM(HMMPosteriorMixin, Distribution):
             )
         if emission_dist is None:
             raise ValueError("DiscreteHMM: emission_dist is required.")
+        for name, arg in (
+            ("initial_probs", initial_probs),
+            ("initial_logits", initial_logits),
+            ("transition_matrix", transition_matrix),
+            ("transition_logits", transition_logits),
+        ):
+            check_real(name, arg, "DiscreteHMM")
+        obs_mask = check_bool_mask(obs_mask, "DiscreteHMM")
         if initial_probs is not None:
             self.initial_probs = jnp.asarray(initial_probs)
         else:
@@ -179,17 +206,21 @@ class DiscreteHMM(HMMPosteriorMixin, Distribution):
         else:
             self.transition_logits = jnp.asarray(transition_logits)
         self.emission_dist = emission_dist
-        self.obs_mask = None if obs_mask is None else jnp.asarray(obs_mask, dtype=bool)
-        batch_shape, event_shape, self.num_steps, self.num_states = self.infer_shapes(
-            initial_probs=_shape_of(initial_probs),
-            transition_matrix=_shape_of(transition_matrix),
-            emission_dist=emission_dist,
-            initial_logits=_shape_of(initial_logits),
-            transition_logits=_shape_of(transition_logits),
-            num_steps=num_steps,
-            obs_mask=_shape_of(obs_mask),
-            _with_sizes=True,
+        self.obs_mask = obs_mask
+        batch_shape, event_shape, self.num_steps, self.num_states, source, parts = (
+            self.infer_shapes(
+                initial_probs=_shape_of(initial_probs),
+                transition_matrix=_shape_of(transition_matrix),
+                emission_dist=emission_dist,
+                initial_logits=_shape_of(initial_logits),
+                transition_logits=_shape_of(transition_logits),
+                num_steps=num_steps,
+                obs_mask=_shape_of(obs_mask),
+                _with_sizes=True,
+            )
         )
+        check_plates(parts, "DiscreteHMM")
+        self._time_source = source
         self.parallel = bool(parallel)
         super().__init__(batch_shape, event_shape, validate_args=validate_args)
 
@@ -306,22 +337,20 @@ class DiscreteHMM(HMMPosteriorMixin, Distribution):
 
     # -- likelihoods ------------------------------------------------------------------------------
 
-    def _log_likelihoods(self, value):
-        """Return ``(log_likelihoods (..., T, K), step_mask (..., T))`` for observations ``value``.
-
-        Missing steps (``obs_mask`` False, or a NaN entry) are replaced by a value in the
-        emission's support before the emission is evaluated (the double-``where`` pattern), so
-        gradients stay finite.
-        """
+    def _check_value(self, value):
+        """``value`` as an array, after checking its dtype and shape against the model's."""
         value = jnp.asarray(value)
+        check_real("observations", value, "DiscreteHMM")
         event_shape = self.event_shape
         if value.ndim < len(event_shape) or value.shape[value.ndim - len(event_shape) :] != (
             event_shape
         ):
             expected = ", ".join(map(str, event_shape))
+            source = getattr(self, "_time_source", None)
+            origin = f" (T={self.num_steps} from {source})" if source else ""
             raise ValueError(
                 f"DiscreteHMM: observations must have shape (..., {expected}) = (..., T) + "
-                f"emission event_shape, got {value.shape}."
+                f"emission event_shape{origin}, got {value.shape}."
             )
         try:
             jnp.broadcast_shapes(value.shape[: value.ndim - len(event_shape)], self.batch_shape)
@@ -330,27 +359,54 @@ class DiscreteHMM(HMMPosteriorMixin, Distribution):
                 f"DiscreteHMM: observations of shape {value.shape} do not broadcast with "
                 f"batch_shape {self.batch_shape} + event_shape {event_shape}."
             ) from None
+        return value
+
+    def step_mask(self, value):
+        """Which steps count: ``obs_mask`` is True and the observation has no NaN entry.
+
+        A step with any missing entry is dropped as a whole (the emission has no marginal).
+
+        Args:
+            value: observations, shape ``batch + (T,) + E``.
+
+        Returns:
+            bool array of shape ``batch + (T,)``, ``batch`` broadcast with ``batch_shape``.
+        """
+        value = self._check_value(value)
         emission_ndim = len(self.emission_dist.event_shape)
         step_shape = value.shape[: value.ndim - emission_ndim]
-        step_mask = jnp.ones(step_shape, dtype=bool)
+        batch = jnp.broadcast_shapes(step_shape[:-1], self.batch_shape)
+        mask = jnp.ones(step_shape, dtype=bool)
         if self.obs_mask is not None:
-            step_mask = step_mask & self.obs_mask
+            mask = mask & self.obs_mask
         if jnp.issubdtype(value.dtype, jnp.inexact):
             nan = jnp.isnan(value)
             if emission_ndim:
                 nan = jnp.any(nan, axis=tuple(range(-emission_ndim, 0)))
-            step_mask = step_mask & ~nan
-        entry_mask = step_mask.reshape(step_mask.shape + (1,) * emission_ndim)
+            mask = mask & ~nan
+        return jnp.broadcast_to(mask, batch + (self.num_steps,))
+
+    def _log_likelihoods(self, value):
+        """Return ``(log_likelihoods (..., T, K), step_mask (..., T))`` for observations ``value``.
+
+        Missing steps (:meth:`step_mask` False) are replaced by a value in the emission's
+        support before the emission is evaluated (the double-``where`` pattern), so gradients
+        stay finite.
+        """
+        value = self._check_value(value)
+        mask = self.step_mask(value)
+        emission_ndim = len(self.emission_dist.event_shape)
+        entry_mask = mask.reshape(mask.shape + (1,) * emission_ndim)
         safe = jnp.where(entry_mask, value, self.emission_dist.support.feasible_like(value))
         if self._validate_args:
             self._validate_sample(safe)
         per_state = jnp.expand_dims(safe, axis=-1 - emission_ndim)
         log_lik = self.emission_dist.log_prob(per_state)
-        log_lik = jnp.where(step_mask[..., None], log_lik, 0.0)
-        return log_lik, jnp.broadcast_to(step_mask, log_lik.shape[:-1])
+        log_lik = jnp.where(mask[..., None], log_lik, 0.0)
+        return log_lik, jnp.broadcast_to(mask, log_lik.shape[:-1])
 
     def log_prob(self, value):
-        """Log marginal likelihood ``log p(y_{1:T})``.
+        """Log marginal likelihood ``log p(y_{1:T})``, by :func:`~numpyro_ssm.ops.hmm_log_marginal`.
 
         Args:
             value: observations, shape ``sample_shape + batch_shape + (T,) + E`` (leading
@@ -359,7 +415,65 @@ class DiscreteHMM(HMMPosteriorMixin, Distribution):
         Returns:
             Shape ``sample_shape + batch_shape``.
         """
-        return self._run_op(hmm_ops.hmm_filter, value).log_marginal
+        return self._run_op(hmm_ops.hmm_log_marginal, value)
+
+    # -- moments ----------------------------------------------------------------------------------
+
+    def _state_marginals(self):
+        """Prior ``p(z_t = k)``, shape ``batch_shape + (T, K)``: the chain run forward."""
+        log_init, log_trans = self._log_params()
+        init = jnp.exp(log_init)
+        trans = jnp.exp(log_trans if log_trans.ndim > 2 else log_trans[None])
+        trans = jnp.moveaxis(trans, -3, 0)  # time first
+
+        def step(p, A):
+            p = (p[..., None, :] @ A)[..., 0, :]
+            return p, p
+
+        if trans.shape[0] == 1:
+            _, rest = lax.scan(lambda p, _: step(p, trans[0]), init, None, self.num_steps - 1)
+        else:
+            _, rest = lax.scan(step, init, trans)
+        probs = jnp.concatenate([init[None], rest], axis=0)
+        probs = jnp.moveaxis(probs, 0, -2)
+        return jnp.broadcast_to(probs, self.batch_shape + (self.num_steps, self.num_states))
+
+    def _emission_moments(self):
+        """Per-state emission means and second moments, shapes ``(..., T | 1, K) + E``."""
+        emission = self.emission_dist
+        try:
+            mean, variance = emission.mean, emission.variance
+        except NotImplementedError:
+            raise NotImplementedError(
+                f"DiscreteHMM.mean/variance need the emission's moments; "
+                f"{type(emission).__name__} does not provide them."
+            ) from None
+        shape = (
+            emission.batch_shape
+            if len(emission.batch_shape) >= 2
+            else (1,) + tuple(emission.batch_shape)
+        )
+        full = shape + tuple(emission.event_shape)
+        return jnp.reshape(mean, full), jnp.reshape(variance + mean**2, full)
+
+    @property
+    def mean(self):
+        """Marginal means ``E[y_t] = sum_k p(z_t = k) E[y_t | z_t = k]``, ``batch + (T,) + E``."""
+        probs = self._state_marginals()
+        mean, _ = self._emission_moments()
+        extra = (1,) * len(self.emission_dist.event_shape)
+        return jnp.sum(probs.reshape(probs.shape + extra) * mean, axis=-1 - len(extra))
+
+    @property
+    def variance(self):
+        """Marginal variances per entry (law of total variance), shape ``batch + (T,) + E``."""
+        probs = self._state_marginals()
+        mean, second = self._emission_moments()
+        extra = (1,) * len(self.emission_dist.event_shape)
+        weights = probs.reshape(probs.shape + extra)
+        axis = -1 - len(extra)
+        first = jnp.sum(weights * mean, axis=axis)
+        return jnp.sum(weights * second, axis=axis) - first**2
 
     # -- prior sampling ---------------------------------------------------------------------------
 

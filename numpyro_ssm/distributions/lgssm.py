@@ -13,29 +13,35 @@ controls enter through time-varying biases, ``b_t = B u_t`` and ``d_t = D u_t``.
 
 import jax
 import jax.numpy as jnp
-from numpyro.distributions import Distribution, constraints
+from numpyro.distributions import constraints
 from numpyro.distributions.util import lazy_property
 
 from numpyro_ssm.distributions._lgssm_params import (
     _CORE,
     _PAIRS,
     _batch_keys,
-    _call,
     _core_ndim,
     _lgssm_shapes,
     _map_batch,
     _shape,
 )
 from numpyro_ssm.distributions._lgssm_posterior import LGSSMPosteriorMixin
-from numpyro_ssm.distributions._validation import validate_concrete_args
+from numpyro_ssm.distributions._shapes import check_plates
+from numpyro_ssm.distributions._ssm import StateSpaceModel
+from numpyro_ssm.distributions._validation import (
+    check_bool_mask,
+    check_real,
+    lower_cholesky_psd,
+    validate_concrete_args,
+)
 from numpyro_ssm.ops import kalman as kalman_ops
-from numpyro_ssm.ops import kalman_smoothing as smoother_ops
+from numpyro_ssm.ops.kalman import LGSSMParams
 from numpyro_ssm.ops.linalg import cholesky
 
 __all__ = ["LinearGaussianSSM"]
 
 
-class LinearGaussianSSM(LGSSMPosteriorMixin, Distribution):
+class LinearGaussianSSM(LGSSMPosteriorMixin, StateSpaceModel):
     r"""Linear-Gaussian state space model over ``T`` observations, states marginalized exactly.
 
     .. math::
@@ -59,13 +65,16 @@ class LinearGaussianSSM(LGSSMPosteriorMixin, Distribution):
         initial_mean: shape ``(..., S)``, ``m_0 = E[z_1]``.
         transition_matrix: shape ``(S, S)`` or ``(..., T-1 | 1, S, S)``, ``F_t``.
         emission_matrix: shape ``(D, S)`` or ``(..., T | 1, D, S)``, ``H_t``.
-        initial_cov: shape ``(..., S, S)``, ``P_0``. Give this or ``initial_scale_tril``.
-        initial_scale_tril: shape ``(..., S, S)``, lower-triangular ``chol(P_0)``.
+        initial_cov: shape ``(..., S, S)``, ``P_0`` (positive definite). Give this or
+            ``initial_scale_tril``.
+        initial_scale_tril: shape ``(..., S, S)``, a lower-triangular factor of ``P_0`` with a
+            non-negative diagonal; zeros mark exactly known states.
         transition_cov: shape ``(S, S)`` or ``(..., T-1 | 1, S, S)``, ``Q_t``. Or give
             ``transition_scale_tril``, which may have zeros on the diagonal (a rank-deficient
             ``Q_t``, e.g. a noiseless level); a singular ``transition_cov`` has no Cholesky
             factor.
-        transition_scale_tril: shape like ``transition_cov``, lower-triangular ``chol(Q_t)``.
+        transition_scale_tril: shape like ``transition_cov``, a lower-triangular factor of
+            ``Q_t`` with a non-negative diagonal.
         emission_cov: shape ``(D, D)`` or ``(..., T | 1, D, D)``, ``R_t`` (positive definite).
         emission_scale_tril: shape like ``emission_cov``, ``chol(R_t)``.
         transition_bias: shape ``(S,)`` or ``(..., T-1 | 1, S)``, ``b_t``; zeros by default.
@@ -75,10 +84,11 @@ class LinearGaussianSSM(LGSSMPosteriorMixin, Distribution):
         obs_mask: bool, broadcastable against ``batch_shape + (T, D)`` (shape ``(..., T, D)``
             or ``(..., T, 1)`` for whole steps); True where observed. NaN in ``y`` also marks
             an entry missing. Missing entries contribute nothing; the others are conditioned on
-            exactly.
+            exactly. Other dtypes are rejected (pass ``mask.astype(bool)``).
         parallel: use the ``O(log T)``-depth associative scans (faster on accelerators).
         validate_args: check the parameters' constraints (positive-definite covariances,
-            lower-Cholesky factors with a positive diagonal).
+            lower-triangular factors with a non-negative diagonal, positive for
+            ``emission_scale_tril``). Derived distributions (``forecast``) keep this setting.
 
     ``batch_shape`` broadcasts all arguments' batch axes; ``event_shape = (T, D)``.
 
@@ -104,10 +114,10 @@ class LinearGaussianSSM(LGSSMPosteriorMixin, Distribution):
     arg_constraints = {
         "initial_mean": constraints.real_vector,
         "initial_cov": constraints.positive_definite,
-        "initial_scale_tril": constraints.lower_cholesky,
+        "initial_scale_tril": lower_cholesky_psd,
         "transition_matrix": constraints.real_matrix,
         "transition_cov": constraints.positive_definite,
-        "transition_scale_tril": constraints.lower_cholesky,
+        "transition_scale_tril": lower_cholesky_psd,
         "transition_bias": constraints.real_vector,
         "emission_matrix": constraints.real_matrix,
         "emission_cov": constraints.positive_definite,
@@ -149,7 +159,19 @@ class LinearGaussianSSM(LGSSMPosteriorMixin, Distribution):
                     f"LinearGaussianSSM: give exactly one of {prefix}_cov and "
                     f"{prefix}_scale_tril (got {'both' if cov is not None else 'neither'})."
                 )
-        batch_shape, event_shape = self.infer_shapes(
+        arguments = {
+            "initial_mean": initial_mean,
+            "transition_matrix": transition_matrix,
+            "emission_matrix": emission_matrix,
+            "transition_bias": transition_bias,
+            "emission_bias": emission_bias,
+        }
+        for prefix, (cov, tril) in given.items():
+            arguments[f"{prefix}_cov"], arguments[f"{prefix}_scale_tril"] = cov, tril
+        for name, arg in arguments.items():
+            check_real(name, arg, "LinearGaussianSSM")
+        obs_mask = check_bool_mask(obs_mask, "LinearGaussianSSM")
+        batch_shape, event_shape, source, parts = self.infer_shapes(
             initial_mean=_shape(initial_mean),
             transition_matrix=_shape(transition_matrix),
             emission_matrix=_shape(emission_matrix),
@@ -163,7 +185,10 @@ class LinearGaussianSSM(LGSSMPosteriorMixin, Distribution):
             emission_bias=_shape(emission_bias),
             num_steps=num_steps,
             obs_mask=_shape(obs_mask),
+            _with_details=True,
         )
+        check_plates(parts, "LinearGaussianSSM")
+        self._time_source = source
         self.initial_mean = jnp.asarray(initial_mean)
         self.transition_matrix = jnp.asarray(transition_matrix)
         self.emission_matrix = jnp.asarray(emission_matrix)
@@ -181,7 +206,7 @@ class LinearGaussianSSM(LGSSMPosteriorMixin, Distribution):
         self.emission_bias = (
             jnp.zeros((D,), dtype) if emission_bias is None else jnp.asarray(emission_bias)
         )
-        self.obs_mask = None if obs_mask is None else jnp.asarray(obs_mask, dtype=bool)
+        self.obs_mask = obs_mask
         self.num_steps = event_shape[0]
         self.parallel = bool(parallel)
         super().__init__(batch_shape, event_shape, validate_args=validate_args)
@@ -210,6 +235,7 @@ class LinearGaussianSSM(LGSSMPosteriorMixin, Distribution):
         emission_bias=None,
         num_steps=None,
         obs_mask=None,
+        _with_details=False,
         **kwargs,
     ):
         """Infer ``(batch_shape, event_shape)`` from argument shapes, without arrays.
@@ -228,6 +254,7 @@ class LinearGaussianSSM(LGSSMPosteriorMixin, Distribution):
             emission_bias: shape tuple or None.
             num_steps: ``T`` when no argument carries time.
             obs_mask: shape tuple of ``obs_mask``, or None.
+            _with_details: also return where ``T`` came from and each batch shape (internal).
             **kwargs: ignored (``parallel``, ``validate_args``).
 
         Returns:
@@ -252,7 +279,9 @@ class LinearGaussianSSM(LGSSMPosteriorMixin, Distribution):
             if shapes[f"{prefix}_scale_tril"] is None:
                 raise ValueError(f"LinearGaussianSSM needs {prefix}_cov or {prefix}_scale_tril.")
         obs_mask = None if obs_mask is None else tuple(obs_mask)
-        batch_shape, event_shape, *_ = _lgssm_shapes(shapes, num_steps, obs_mask)
+        batch_shape, event_shape, source, parts = _lgssm_shapes(shapes, num_steps, obs_mask)
+        if _with_details:
+            return batch_shape, event_shape, source, parts
         return batch_shape, event_shape
 
     # -- covariances in both forms --------------------------------------------------------------
@@ -274,8 +303,13 @@ class LinearGaussianSSM(LGSSMPosteriorMixin, Distribution):
 
     # -- plumbing -------------------------------------------------------------------------------
 
+    @property
+    def params(self) -> LGSSMParams:
+        """The parameters as one :class:`~numpyro_ssm.ops.LGSSMParams` (with batch axes)."""
+        return LGSSMParams(**{name: getattr(self, name) for name in _CORE})
+
     def _params(self):
-        """The ops' arguments in order, with each one's per-sequence number of axes."""
+        """The parameter arrays in :data:`_CORE` order, with each one's per-sequence axes."""
         arrays = [getattr(self, name) for name in _CORE]
         cores = [_core_ndim(name, a.shape) for name, a in zip(_CORE, arrays, strict=True)]
         return arrays, cores
@@ -291,11 +325,14 @@ class LinearGaussianSSM(LGSSMPosteriorMixin, Distribution):
 
     def _observations(self, value, what="observations"):
         value = jnp.asarray(value)
+        check_real(what, value, "LinearGaussianSSM")
         T, D = self.event_shape
         if value.ndim < 2 or value.shape[-2:] != (T, D):
+            source = getattr(self, "_time_source", None)
+            origin = f" (T={T} from {source})" if source else ""
             raise ValueError(
-                f"LinearGaussianSSM: {what} must have shape (..., T, D) = (..., {T}, {D}), got "
-                f"{value.shape}."
+                f"LinearGaussianSSM: {what} must have shape (..., T, D) = (..., {T}, {D}){origin},"
+                f" got {value.shape}."
             )
         own = self._current_batch_shape()
         try:
@@ -310,16 +347,31 @@ class LinearGaussianSSM(LGSSMPosteriorMixin, Distribution):
         return jnp.broadcast_to(value, batch_shape + (T, D)), mask, batch_shape
 
     def _run(self, op, value, *lead, lead_cores=()):
-        """``op`` of :mod:`numpyro_ssm.ops` on every sequence; ``lead`` args go first."""
+        """``op(*lead, params, y, obs_mask=..., parallel=...)`` on every sequence of the batch."""
         y, mask, batch_shape = self._observations(value)
         arrays, cores = self._params()
         parallel, n = self.parallel, len(lead)
 
         def one(*args):
-            *params, y, mask = args[n:]
-            return _call(op, params, y, *args[:n], obs_mask=mask, parallel=parallel)
+            *arrays, y, mask = args[n:]
+            params = LGSSMParams(**dict(zip(_CORE, arrays, strict=True)))
+            return op(*args[:n], params, y, obs_mask=mask, parallel=parallel)
 
         return _map_batch(one, [*lead, *arrays, y, mask], [*lead_cores, *cores, 2, 2], batch_shape)
+
+    def step_mask(self, value):
+        """Which steps count: those with at least one observed entry (``obs_mask`` and not NaN).
+
+        Partially observed steps count: their observed entries are conditioned on exactly.
+
+        Args:
+            value: observations, shape ``batch + (T, D)``.
+
+        Returns:
+            bool array of shape ``batch + (T,)``, ``batch`` broadcast with ``batch_shape``.
+        """
+        y, mask, _ = self._observations(value)
+        return jnp.any(mask & ~jnp.isnan(y), axis=-1)
 
     # -- distribution interface -----------------------------------------------------------------
 
@@ -364,20 +416,11 @@ class LinearGaussianSSM(LGSSMPosteriorMixin, Distribution):
         keys = _batch_keys(key, batch_shape)
         T, parallel = self.event_shape[0], self.parallel
 
-        def one(m0, P0, F, Q, b, H, R, d, k):
-            return smoother_ops.lgssm_sample(
-                k,
-                m0,
-                P0,
-                F,
-                Q,
-                H,
-                R,
-                num_steps=T,
-                transition_bias=b,
-                emission_bias=d,
-                sample_shape=sample_shape,
-                parallel=parallel,
+        def one(*args):
+            *arrays, k = args
+            params = LGSSMParams(**dict(zip(_CORE, arrays, strict=True)))
+            return kalman_ops.lgssm_sample(
+                k, params, num_steps=T, sample_shape=sample_shape, parallel=parallel
             )
 
         key_core = keys.ndim - len(batch_shape)
@@ -408,14 +451,13 @@ class LinearGaussianSSM(LGSSMPosteriorMixin, Distribution):
         batch_shape = self._current_batch_shape()
         parallel = self.parallel
 
-        def one(m0, P0, F, Q, b, H, R, d, y):
-            post = _call(
-                kalman_ops.kalman_filter,
-                (m0, P0, F, Q, b, H, R, d),
-                y,
-                obs_mask=jnp.zeros((T, D), bool),
-                parallel=parallel,
+        def one(*args):
+            *arrays, y = args
+            p = LGSSMParams(**dict(zip(_CORE, arrays, strict=True)))
+            post = kalman_ops.kalman_filter(
+                p, y, obs_mask=jnp.zeros((T, D), bool), parallel=parallel
             )
+            H, R, d = p.emission_matrix, p.emission_scale_tril, p.emission_bias
             mean = jnp.einsum("...ds,...s->...d", H, post.predicted_means) + d
             HP = jnp.einsum("...ds,...sr->...dr", H, post.predicted_covariances)
             var = jnp.einsum("...dr,...dr->...d", HP, H)

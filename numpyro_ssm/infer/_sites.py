@@ -1,40 +1,33 @@
-"""Find the state-space-model sites of a NumPyro model and map a function over posterior draws.
+"""Find the state-space-model sites of a NumPyro model and evaluate them over posterior draws.
 
 A site is an *SSM site* when its distribution (after unwrapping ``expand``, ``to_event`` and
-``mask``) has the posterior helpers ``filter``, ``smooth`` and ``sample_posterior``:
-:class:`~numpyro_ssm.DiscreteHMM`, :class:`~numpyro_ssm.LinearGaussianSSM`, or any distribution
-with the same duck-typed interface.
+``mask``) implements the protocol of :class:`numpyro_ssm.distributions.StateSpaceModel`; this
+module asks it for step masks, log-likelihood increments and latent summaries and never for its
+class.
 """
 
-from collections.abc import Callable, Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from numpyro import handlers
-from numpyro.distributions import Distribution
 
-from numpyro_ssm.distributions.hmm import DiscreteHMM
+from numpyro_ssm.distributions._ssm import is_state_space_model
 
-__all__ = ["SSMSite", "find_ssm_sites", "flatten_draws", "is_ssm", "map_draws", "trace_model"]
+__all__ = [
+    "SSMSite",
+    "evaluate_sites",
+    "find_ssm_sites",
+    "flatten_draws",
+    "trace_model",
+    "unwrap_ssm",
+]
 
-_SSM_METHODS = ("filter", "smooth", "sample_posterior")
-
-
-def is_ssm(fn) -> bool:
-    """Whether ``fn`` offers the SSM posterior helpers ``filter``, ``smooth``, ``sample_posterior``.
-
-    Args:
-        fn: any object, usually a NumPyro distribution.
-
-    Returns:
-        True for :class:`~numpyro_ssm.DiscreteHMM`, :class:`~numpyro_ssm.LinearGaussianSSM` and
-        duck-typed look-alikes.
-    """
-    return isinstance(fn, Distribution) and all(
-        callable(getattr(fn, m, None)) for m in _SSM_METHODS
-    )
+#: ArviZ name prefix of each latent method's variables (``y_smoothed_probs``, ...)
+LATENT_PREFIX = {"smooth": "smoothed", "sample": "posterior_sample", "mode": "posterior_mode"}
 
 
 def unwrap_ssm(fn):
@@ -44,13 +37,19 @@ def unwrap_ssm(fn):
         fn: the distribution of a sample site.
 
     Returns:
-        The innermost distribution with the SSM helpers, or None when there is none.
+        The innermost distribution that implements the SSM protocol, or None.
     """
     while fn is not None:
-        if is_ssm(fn):
+        if is_state_space_model(fn):
             return fn
         fn = getattr(fn, "base_dist", None)
     return None
+
+
+def latent_variable_name(site_name, method, short_name):
+    """The ArviZ variable of a latent output: ``{site}_{prefix}[_{short name}]``."""
+    base = f"{site_name}_{LATENT_PREFIX[method]}"
+    return f"{base}_{short_name}" if short_name else base
 
 
 class SSMSite(NamedTuple):
@@ -58,60 +57,25 @@ class SSMSite(NamedTuple):
 
     Attributes:
         name: the site name.
-        is_hmm: True for a :class:`~numpyro_ssm.DiscreteHMM` (discrete states), False for a
-            Gaussian state model.
         batch_shape: the site's batch axes (plates, expanded or ``to_event`` axes), in front of
             the time axis of every per-site output.
         batch_dims: one name per batch axis: the plate's name where a plate owns the axis, else
             ``"series"`` (``"series_0"``, ``"series_1"``, ... when there are several).
         num_steps: ``T``.
         step_mask: bool, shape ``batch_shape + (T,)``, True where step ``t`` contributes to the
-            likelihood (see :func:`step_mask`).
+            likelihood (the distribution's ``step_mask``, computed once here).
         value: the site's (observed) value, shape ``batch_shape + (T,) + E``.
+        latent_dims: latent method -> dict short name -> dims after the batch axes, for every
+            method the distribution supports.
     """
 
     name: str
-    is_hmm: bool
     batch_shape: tuple
     batch_dims: tuple
     num_steps: int
     step_mask: np.ndarray
     value: Any
-
-
-def step_mask(ssm, value):
-    """Which time steps of ``value`` contribute to the SSM's likelihood.
-
-    For a :class:`~numpyro_ssm.DiscreteHMM` a step counts when ``obs_mask`` is True and its
-    observation has no NaN entry (the HMM drops a step with any missing entry). For a Gaussian
-    model (``event_shape (T, D)``), a step counts when at least one of its ``D`` entries is
-    observed (``obs_mask`` True and not NaN): partially observed steps still contribute.
-
-    Args:
-        ssm: the SSM distribution, ``event_shape (T,) + E``.
-        value: observations, shape ``batch + (T,) + E``.
-
-    Returns:
-        bool array of shape ``batch + (T,)`` (``batch`` broadcast with the SSM's batch shape).
-    """
-    value = jnp.asarray(value)
-    event_ndim = len(ssm.event_shape)
-    extra = event_ndim - 1  # axes right of time
-    batch = jnp.broadcast_shapes(value.shape[: value.ndim - event_ndim], ssm.batch_shape)
-    if jnp.issubdtype(value.dtype, jnp.inexact):
-        finite = ~jnp.isnan(value)
-    else:
-        finite = jnp.ones(value.shape, bool)
-    obs_mask = getattr(ssm, "obs_mask", None)
-    if isinstance(ssm, DiscreteHMM):
-        observed = jnp.all(finite, axis=tuple(range(-extra, 0))) if extra else finite
-        if obs_mask is not None:
-            observed = observed & obs_mask
-    else:
-        if obs_mask is not None:
-            finite = finite & obs_mask
-        observed = jnp.any(finite, axis=tuple(range(-extra, 0))) if extra else finite
-    return jnp.broadcast_to(observed, batch + (ssm.event_shape[0],))
+    latent_dims: dict
 
 
 def _batch_dim_names(msg, batch_shape):
@@ -192,8 +156,8 @@ def find_ssm_sites(model, params, model_args, model_kwargs, site=None):
         if not names:
             sample_sites = [n for n, m in trace.items() if m["type"] == "sample"]
             raise ValueError(
-                "The model has no observed DiscreteHMM/LinearGaussianSSM site; pass site=... "
-                f"to choose one. Sample sites: {sample_sites}."
+                "The model has no observed state-space-model site; pass site=... to choose one. "
+                f"Sample sites: {sample_sites}."
             )
     else:
         names = [site] if isinstance(site, str) else list(site)
@@ -205,20 +169,21 @@ def find_ssm_sites(model, params, model_args, model_kwargs, site=None):
         ssm = unwrap_ssm(msg["fn"])
         if ssm is None:
             raise ValueError(
-                f"site={name!r} has distribution {type(msg['fn']).__name__}, which is not a "
-                "DiscreteHMM/LinearGaussianSSM (no filter/smooth/sample_posterior)."
+                f"site={name!r} has distribution {type(msg['fn']).__name__}, which does not "
+                "implement the state-space-model protocol (numpyro_ssm.distributions."
+                "StateSpaceModel)."
             )
         value = msg["value"]
-        mask = step_mask(ssm, value)
+        mask = np.asarray(ssm.step_mask(value))
         batch_shape = tuple(mask.shape[:-1])
         sites[name] = SSMSite(
             name=name,
-            is_hmm=isinstance(ssm, DiscreteHMM) or hasattr(ssm, "num_states"),
             batch_shape=batch_shape,
             batch_dims=_batch_dim_names(msg, batch_shape),
             num_steps=int(mask.shape[-1]),
-            step_mask=np.asarray(mask),
+            step_mask=mask,
             value=value,
+            latent_dims={m: dict(ssm.latent_dims(m)) for m in ssm.latent_methods},
         )
     return sites
 
@@ -254,29 +219,117 @@ def flatten_draws(posterior_samples: Mapping[str, Any], batch_ndims: int):
     return flat, tuple(draw_shape), first
 
 
-def map_draws(fn: Callable, flat_samples, draw_shape: Sequence[int], key=None, chunk_size=None):
-    """``fn(params, key)`` for every draw, ``chunk_size`` draws at a time (bounded memory).
+# ---------------------------------------------------------------------------------------------
+# Evaluating the sites over draws, compiled once per model, sites, methods and shapes
+# ---------------------------------------------------------------------------------------------
+
+
+def _is_dynamic(leaf):
+    return isinstance(leaf, jax.Array | np.ndarray)
+
+
+def _split_arguments(model_args, model_kwargs):
+    """Array leaves of the model's arguments (traced) and the rest (static, part of the key)."""
+    leaves, treedef = jax.tree.flatten((tuple(model_args), dict(model_kwargs)))
+    dynamic = [leaf for leaf in leaves if _is_dynamic(leaf)]
+    static = tuple(None if _is_dynamic(leaf) else leaf for leaf in leaves)
+    return dynamic, (treedef, static)
+
+
+def _join_arguments(dynamic, structure):
+    treedef, static = structure
+    it = iter(dynamic)
+    leaves = [next(it) if leaf is None else leaf for leaf in static]
+    return jax.tree.unflatten(treedef, leaves)
+
+
+_COMPILED: OrderedDict = OrderedDict()
+_MAX_COMPILED = 32
+
+
+def _compiled_evaluator(model, structure, names, methods, chunk):
+    """A jitted ``(flat_samples, keys, dynamic_args) -> outputs`` function, cached.
+
+    The cache key holds the model, the static part of its arguments, the site names, the
+    methods and the chunk size; the arrays are arguments, so ``jax.jit`` compiles once per
+    shape. Unhashable static arguments skip the cache (and compile per call).
+    """
+    key = (model, structure, names, methods, chunk)
+    try:
+        fn = _COMPILED.get(key)
+    except TypeError:  # an unhashable static argument
+        return _build_evaluator(model, structure, names, methods, chunk)
+    if fn is None:
+        fn = _COMPILED[key] = _build_evaluator(model, structure, names, methods, chunk)
+        while len(_COMPILED) > _MAX_COMPILED:
+            _COMPILED.popitem(last=False)
+    else:
+        _COMPILED.move_to_end(key)
+    return fn
+
+
+def _build_evaluator(model, structure, names, methods, chunk):
+    def one(params, draw_key, dynamic):
+        args, kwargs = _join_arguments(dynamic, structure)
+        trace = trace_model(model, params, args, kwargs)
+        out = {}
+        for i, name in enumerate(names):
+            msg = trace[name]
+            site_key = None if draw_key is None else jax.random.fold_in(draw_key, i)
+            result = unwrap_ssm(msg["fn"]).latents(msg["value"], methods, site_key)
+            out[name] = (result.log_likelihood_increments, result.latents)
+        return out
+
+    @jax.jit
+    def run(flat_samples, keys, dynamic):
+        def body(inputs):
+            params, draw_key = inputs
+            return one(params, draw_key, dynamic)
+
+        return jax.lax.map(body, (flat_samples, keys), batch_size=chunk)
+
+    return run
+
+
+def evaluate_sites(
+    model,
+    flat_samples,
+    draw_shape: Sequence[int],
+    model_args,
+    model_kwargs,
+    sites: Sequence[str],
+    methods=(),
+    key=None,
+    chunk_size=None,
+):
+    """Every site's log-likelihood increments and latent summaries, for every draw.
+
+    One trace of the model per draw and one :meth:`~numpyro_ssm.distributions.StateSpaceModel.
+    latents` call per site, so the increments and the latents come from the same pass over the
+    data. Draws are evaluated ``chunk_size`` at a time (``vmap`` inside ``lax.map``), so memory
+    stays bounded by the outputs plus one chunk's work.
 
     Args:
-        fn: maps one draw's dict (and a key or None) to a pytree of arrays.
+        model: the NumPyro model.
         flat_samples: dict of arrays with one leading axis of ``N`` draws.
         draw_shape: the draw shape to restore (its product is ``N``).
-        key: PRNG key, split into one key per draw; or None.
-        chunk_size: draws evaluated together with ``vmap``; the chunks run sequentially under
-            ``lax.map``. None evaluates all draws at once.
+        model_args: positional arguments of the model.
+        model_kwargs: keyword arguments of the model.
+        sites: the SSM site names.
+        methods: latent methods to compute (possibly none).
+        key: PRNG key, split into one key per draw; required with ``"sample"``.
+        chunk_size: draws evaluated together; None evaluates all draws at once.
 
     Returns:
-        The pytree of outputs, each with ``draw_shape`` leading.
+        dict site name -> ``(increments, latents)`` with ``draw_shape`` leading; ``latents`` is
+        method -> dict short name -> array.
     """
     num_draws = int(np.prod(draw_shape))
-    keys = None if key is None else jax.random.split(key, num_draws)
     if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size}.")
-    batch = 0 if chunk_size is None or chunk_size >= num_draws else int(chunk_size)
-
-    def one(inputs):
-        params, k = inputs
-        return fn(params, k)
-
-    out = jax.jit(lambda xs: jax.lax.map(one, xs, batch_size=batch))((flat_samples, keys))
+    chunk = 0 if chunk_size is None or chunk_size >= num_draws else int(chunk_size)
+    keys = None if key is None else jax.random.split(key, num_draws)
+    dynamic, structure = _split_arguments(model_args, model_kwargs)
+    run = _compiled_evaluator(model, structure, tuple(sites), tuple(methods), chunk)
+    out = run(flat_samples, keys, dynamic)
     return jax.tree.map(lambda x: x.reshape(tuple(draw_shape) + x.shape[1:]), out)

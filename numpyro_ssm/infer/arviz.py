@@ -5,11 +5,17 @@ ArviZ and xarray (the ``arviz`` extra) are imported inside the functions only.
 
 import numpy as np
 
-from numpyro_ssm.infer._sites import SSMSite, find_ssm_sites, flatten_draws, trace_model
-from numpyro_ssm.infer.latents import posterior_latents
-from numpyro_ssm.infer.loglik import pointwise_log_likelihood
+from numpyro_ssm.infer._sites import (
+    SSMSite,
+    evaluate_sites,
+    find_ssm_sites,
+    flatten_draws,
+    trace_model,
+)
+from numpyro_ssm.infer._xarray import import_arviz, latent_variables
+from numpyro_ssm.infer.loglik import mask_steps
 
-__all__ = ["latents_to_xarray", "to_inference_data"]
+__all__ = ["to_inference_data"]
 
 # numpyro extra field -> (ArviZ sample_stats name, sign)
 _STAT_NAMES = {
@@ -24,72 +30,9 @@ _STAT_NAMES = {
 _METHODS = ("smooth", "sample", "mode")
 
 
-def _import_arviz():
-    try:
-        import arviz as az
-        import xarray as xr
-    except ImportError as err:  # pragma: no cover - exercised only without the extra
-        raise ImportError(
-            "numpyro_ssm.infer: InferenceData/xarray output needs the arviz extra: "
-            "pip install 'numpyro-ssm[arviz]'."
-        ) from err
-    return az, xr
-
-
-def _latent_variables(site: SSMSite, method, values):
-    """``{variable name: (array (chain, draw, ...), dims after chain/draw)}`` for one site."""
-    base = [*site.batch_dims, "time"]
-    name = site.name
-    if method == "smooth":
-        if site.is_hmm:
-            return {f"{name}_smoothed_probs": (values, [*base, "state"])}
-        return {
-            f"{name}_smoothed_means": (values["means"], [*base, "state"]),
-            f"{name}_smoothed_covariances": (values["covariances"], [*base, "state", "state_2"]),
-        }
-    suffix = "posterior_sample" if method == "sample" else "posterior_mode"
-    return {f"{name}_{suffix}": (values, base if site.is_hmm else [*base, "state"])}
-
-
 def _coords_for(dims_used, coords):
     coords = coords or {}
     return {d: coords[d] for d in dims_used if d in coords}
-
-
-def latents_to_xarray(values, site: SSMSite, method, batch_ndims, coords=None):
-    """Wrap one site's :func:`~numpyro_ssm.infer.posterior_latents` output in xarray.
-
-    Args:
-        values: the site's latents with ``(draws,)`` or ``(chains, draws)`` leading.
-        site: the site description from tracing the model.
-        method: ``"smooth"``, ``"sample"`` or ``"mode"``.
-        batch_ndims: 1 for ``(draws, ...)``, 2 for ``(chains, draws, ...)``.
-        coords: coordinates by dim name, e.g. ``{"time": years}``.
-
-    Returns:
-        A ``DataArray`` with dims ``chain, draw, [series...], time[, state]``, or for a
-        Gaussian ``"smooth"`` a ``Dataset`` with ``means`` and ``covariances``.
-    """
-    _, xr = _import_arviz()
-    variables = {}
-    for var, (arr, dims) in _latent_variables(site, method, values).items():
-        arr = np.asarray(arr)
-        if batch_ndims == 1:
-            arr = arr[None]
-        full = ["chain", "draw", *dims]
-        variables[var] = xr.DataArray(
-            arr,
-            dims=full,
-            coords={
-                "chain": np.arange(arr.shape[0]),
-                "draw": np.arange(arr.shape[1]),
-                **_coords_for(dims, coords),
-            },
-        )
-    if len(variables) == 1:
-        return next(iter(variables.values()))
-    prefix = f"{site.name}_smoothed_"
-    return xr.Dataset({k.removeprefix(prefix): v for k, v in variables.items()})
 
 
 def _plate_dims(msg, name):
@@ -164,10 +107,11 @@ def to_inference_data(
 
     - ``posterior``: every latent site and deterministic site, dims ``(chain, draw, ...)``;
       axes owned by a plate are named after the plate. With ``latents``, also the latent-path
-      posterior per SSM site ``y``: ``y_smoothed_probs (..., time, state)`` (HMM) or
-      ``y_smoothed_means (..., time, state)`` and ``y_smoothed_covariances (..., time, state,
-      state_2)`` (Gaussian) for ``"smooth"``; ``y_posterior_sample`` for ``"sample"``;
-      ``y_posterior_mode`` for ``"mode"``.
+      posterior per SSM site ``y``, named and dimensioned by the site's model (see
+      :mod:`numpyro_ssm.distributions._ssm`): ``y_smoothed_probs (..., time, state)`` for a
+      discrete model or ``y_smoothed_means (..., time, state)`` and ``y_smoothed_covariances
+      (..., time, state, state_2)`` for a Gaussian one with ``"smooth"``;
+      ``y_posterior_sample`` for ``"sample"``; ``y_posterior_mode`` for ``"mode"``.
     - ``sample_stats``: NumPyro's extra fields under ArviZ names (``diverging``, ``lp``,
       ``n_steps``, ``acceptance_rate``, ...), or the ``sample_stats`` dict given.
     - ``observed_data``: every observed site; an SSM site's dims are ``[series...,] time``.
@@ -184,8 +128,8 @@ def to_inference_data(
       ``{site}_observed_step`` with coordinates ``{site}_time`` and ``{site}_{series dim}``
       giving each value's time and series labels.
 
-    PSIS-LOO on these one-step-ahead terms approximates leave-future-out-style predictive
-    performance, not leave-one-out (see :func:`pointwise_log_likelihood`).
+    The log-likelihoods and the latents come from one pass over the data per draw. What
+    ``az.loo`` on these terms measures is explained once, in :mod:`numpyro_ssm.infer.loglik`.
 
     Args:
         mcmc: a fitted ``numpyro.infer.MCMC``, or a dict of constrained samples of shape
@@ -210,7 +154,7 @@ def to_inference_data(
     Raises:
         ValueError: a dict of samples without ``model``; ``"sample"`` latents without ``key``.
     """
-    az, xr = _import_arviz()
+    az, xr = import_arviz()
     if isinstance(mcmc, dict):
         if model is None:
             raise ValueError("to_inference_data: pass model=... with a dict of samples.")
@@ -227,11 +171,20 @@ def to_inference_data(
     for method in methods:
         if method not in _METHODS:
             raise ValueError(f"to_inference_data: latents must be in {_METHODS}, got {method!r}.")
+    if "sample" in methods and key is None:
+        raise ValueError("to_inference_data: latents='sample' draws paths; pass key=....")
     coords = dict(coords or {})
     user_dims = dict(dims or {})
 
-    _, _, first = flatten_draws(samples, 2)
+    flat, draw_shape, first = flatten_draws(samples, 2)
     sites = find_ssm_sites(model, first, model_args, model_kwargs)
+    for method in methods:
+        for name, site in sites.items():
+            if method not in site.latent_dims:
+                raise ValueError(
+                    f"to_inference_data: the model at site {name!r} supports the latent methods "
+                    f"{tuple(site.latent_dims)}, not {method!r}."
+                )
     trace = trace_model(model, first, model_args, model_kwargs)
 
     def ds(variables, extra_coords=None, sampled=True):
@@ -260,20 +213,20 @@ def to_inference_data(
             continue
         var_dims = _plate_dims(msg, name)[: value.ndim - 2] if msg is not None else []
         posterior[name] = (value, var_dims)
+    outputs = evaluate_sites(
+        model,
+        flat,
+        draw_shape,
+        model_args,
+        model_kwargs,
+        list(sites),
+        tuple(methods),
+        key,
+        chunk_size,
+    )
     for method in methods:
-        values = posterior_latents(
-            model,
-            samples,
-            *model_args,
-            site=list(sites),
-            method=method,
-            key=key,
-            batch_ndims=2,
-            chunk_size=chunk_size,
-            **model_kwargs,
-        )
         for name, site in sites.items():
-            posterior.update(_latent_variables(site, method, values[name]))
+            posterior.update(latent_variables(site, method, outputs[name][1][method]))
 
     observed = {}
     for name, msg in trace.items():
@@ -284,18 +237,10 @@ def to_inference_data(
             else:
                 observed[name] = (msg["value"], _plate_dims(msg, name))
 
-    loglik = pointwise_log_likelihood(
-        model,
-        samples,
-        *model_args,
-        site=list(sites),
-        batch_ndims=2,
-        chunk_size=chunk_size,
-        **model_kwargs,
-    )
     ll_vars, ll_coords, used_time = {}, {}, {}
     for name, site in sites.items():
-        variables, extra = _log_likelihood_variables(site, loglik[name], coords, used_time)
+        loglik = mask_steps(outputs[name][0], site)
+        variables, extra = _log_likelihood_variables(site, loglik, coords, used_time)
         ll_vars.update(variables)
         ll_coords.update(extra)
 

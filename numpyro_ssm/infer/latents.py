@@ -1,31 +1,17 @@
 """Per-draw posteriors of the latent path: smoothed marginals, FFBS paths, Viterbi paths."""
 
-import jax
-
-from numpyro_ssm.infer._sites import (
-    find_ssm_sites,
-    flatten_draws,
-    map_draws,
-    trace_model,
-    unwrap_ssm,
-)
+from numpyro_ssm.infer._sites import evaluate_sites, find_ssm_sites, flatten_draws
 
 __all__ = ["posterior_latents"]
 
 _METHODS = ("smooth", "sample", "mode")
 
 
-def _latents_of(ssm, value, method, key, is_hmm):
-    if method == "sample":
-        return ssm.sample_posterior(key, value)
-    if method == "mode" and callable(getattr(ssm, "posterior_mode", None)):
-        return ssm.posterior_mode(value)
-    posterior = ssm.smooth(value)
-    if is_hmm:
-        return posterior.smoothed_probs
-    if method == "mode":  # Gaussian posterior: the mode is the mean
-        return posterior.smoothed_means
-    return {"means": posterior.smoothed_means, "covariances": posterior.smoothed_covariances}
+def _unwrap(values):
+    """A method's outputs: the array when there is one, else the dict of short names."""
+    if len(values) == 1:
+        return next(iter(values.values()))
+    return dict(values)
 
 
 def posterior_latents(
@@ -44,22 +30,28 @@ def posterior_latents(
     r"""Posterior of the latent path given each posterior draw of the parameters.
 
     The model is traced once per draw with the draw substituted for its latent sites; the
-    :class:`~numpyro_ssm.DiscreteHMM` / :class:`~numpyro_ssm.LinearGaussianSSM` at each chosen
-    site is then queried with the site's observed value. So the user never rebuilds the
-    distribution by hand. Draws are evaluated ``chunk_size`` at a time (``vmap`` inside
-    ``lax.map``), so memory stays bounded by the outputs plus one chunk's work.
+    state space model at each chosen site is then asked for its latents given the site's
+    observed value (:meth:`~numpyro_ssm.distributions.StateSpaceModel.latents`), so the user
+    never rebuilds the distribution by hand. Draws are evaluated ``chunk_size`` at a time
+    (``vmap`` inside ``lax.map``), so memory stays bounded by the outputs plus one chunk's work.
+    The function is compiled once per model, site, method and shapes: calling it again with
+    new draws of the same shapes reuses the compilation.
 
     For a draw :math:`\theta^{(s)}` the result is
 
-    - ``method="smooth"``: :math:`p(z_t \mid y_{1:T}, \theta^{(s)})`: an HMM's smoothed
-      probabilities ``(..., T, K)``; a Gaussian model's dict ``{"means": (..., T, S),
+    - ``method="smooth"``: :math:`p(z_t \mid y_{1:T}, \theta^{(s)})`: a discrete model's
+      smoothed probabilities ``(..., T, K)``; a Gaussian model's dict ``{"means": (..., T, S),
       "covariances": (..., T, S, S)}``. Averaging over draws gives
       :math:`p(z_t \mid y_{1:T})`.
     - ``method="sample"``: one path :math:`z_{1:T} \sim p(z_{1:T} \mid y_{1:T}, \theta^{(s)})`
-      by forward-filtering backward-sampling: ``(..., T)`` ints (HMM) or ``(..., T, S)``. Across
-      draws these are joint draws from :math:`p(z_{1:T} \mid y_{1:T})`.
+      by forward-filtering backward-sampling: ``(..., T)`` ints (discrete) or ``(..., T, S)``.
+      Across draws these are joint draws from :math:`p(z_{1:T} \mid y_{1:T})`.
     - ``method="mode"``: the most probable path given :math:`\theta^{(s)}`: Viterbi ``(..., T)``
-      for an HMM; for a Gaussian model the smoothed means (the Gaussian posterior's mode).
+      for a discrete model; for a Gaussian model the smoothed means (the Gaussian posterior's
+      mode).
+
+    A model whose ``latents`` give several outputs for one method returns them as a dict of
+    their short names (``"means"``, ``"covariances"`` above).
 
     Args:
         model: a NumPyro model containing at least one SSM sample site.
@@ -75,11 +67,11 @@ def posterior_latents(
         batch_ndims: number of leading draw axes of ``posterior_samples``: 1 or 2.
         chunk_size: draws processed together; None processes all draws at once.
         as_xarray: return ``xarray`` objects with named dims (needs the ``arviz`` extra):
-            a ``DataArray`` per site with dims ``chain, draw, [series...], time`` (+ ``state``
-            for HMM marginals, ``state`` for Gaussian paths), or for a Gaussian ``"smooth"`` a
-            ``Dataset`` with ``means (..., time, state)`` and ``covariances (..., time, state,
-            state_2)``. With ``batch_ndims=1`` the chain dim has size 1. Series dims are named
-            after the site's plates (``"series"`` when no plate names the axis).
+            a ``DataArray`` per site with dims ``chain, draw, [series...], time`` (+ the model's
+            latent dims, e.g. ``state``), or a ``Dataset`` keyed by the short names when the
+            method has several outputs. With ``batch_ndims=1`` the chain dim has size 1.
+            Series dims are named after the site's plates (``"series"`` when no plate names
+            the axis).
         coords: with ``as_xarray``, coordinates by dim name, e.g. ``{"time": years}``.
         **model_kwargs: keyword arguments of ``model``.
 
@@ -90,7 +82,8 @@ def posterior_latents(
 
     Raises:
         ValueError: for an unknown ``method``, ``method="sample"`` without ``key``, missing
-            latent sites in ``posterior_samples``, or a ``site`` that is not an SSM site.
+            latent sites in ``posterior_samples``, a ``site`` that is not an SSM site, or a
+            method the site's model does not support.
 
     Example:
         >>> mcmc.run(jax.random.key(0), counts)
@@ -107,22 +100,20 @@ def posterior_latents(
         )
     flat, draw_shape, first = flatten_draws(posterior_samples, batch_ndims)
     sites = find_ssm_sites(model, first, model_args, model_kwargs, site=site)
-
-    def one(params, draw_key):
-        trace = trace_model(model, params, model_args, model_kwargs)
-        out = {}
-        for i, (name, info) in enumerate(sites.items()):
-            ssm = unwrap_ssm(trace[name]["fn"])
-            site_key = None if draw_key is None else jax.random.fold_in(draw_key, i)
-            out[name] = _latents_of(ssm, info.value, method, site_key, info.is_hmm)
-        return out
-
-    result = map_draws(one, flat, draw_shape, key=key, chunk_size=chunk_size)
+    for name, info in sites.items():
+        if method not in info.latent_dims:
+            raise ValueError(
+                f"posterior_latents: the model at site {name!r} supports the methods "
+                f"{tuple(info.latent_dims)}, not {method!r}."
+            )
+    out = evaluate_sites(
+        model, flat, draw_shape, model_args, model_kwargs, list(sites), (method,), key, chunk_size
+    )
     if not as_xarray:
-        return result
-    from numpyro_ssm.infer.arviz import latents_to_xarray
+        return {name: _unwrap(latents[method]) for name, (_, latents) in out.items()}
+    from numpyro_ssm.infer._xarray import latents_to_xarray
 
     return {
-        name: latents_to_xarray(result[name], sites[name], method, batch_ndims, coords)
-        for name in result
+        name: latents_to_xarray(latents[method], sites[name], method, batch_ndims, coords)
+        for name, (_, latents) in out.items()
     }

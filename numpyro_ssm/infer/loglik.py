@@ -19,15 +19,9 @@ leave-one-out. For LFO proper, with the parameters fitted to the past only, use
 :func:`~numpyro_ssm.infer.psis_lfo` (see :mod:`numpyro_ssm.infer.lfo`).
 """
 
-import jax.numpy as jnp
+import numpy as np
 
-from numpyro_ssm.infer._sites import (
-    find_ssm_sites,
-    flatten_draws,
-    map_draws,
-    trace_model,
-    unwrap_ssm,
-)
+from numpyro_ssm.infer._sites import evaluate_sites, find_ssm_sites, flatten_draws
 
 __all__ = ["pointwise_log_likelihood"]
 
@@ -45,7 +39,8 @@ def pointwise_log_likelihood(
 
     The terms sum (over time, and over the series of a plate) to the site's ``log_prob`` for
     each draw. Steps that do not contribute to the likelihood (``obs_mask`` False or NaN
-    data; for a Gaussian model, a step counts when any of its entries is observed) are **NaN**,
+    data; the site's ``step_mask``, e.g. a Gaussian model counts a step when any of its entries is
+    observed) are **NaN**,
     so that they are visibly absent while the time axis stays aligned with the data: use
     ``jnp.nansum`` to total them.
     :func:`~numpyro_ssm.infer.to_inference_data` drops those steps before they reach ArviZ,
@@ -65,19 +60,25 @@ def pointwise_log_likelihood(
         **model_kwargs: keyword arguments of ``model``.
 
     Returns:
-        A dict site name -> array of shape ``draw_shape + batch_shape + (T,)``, where
+        A dict site name -> NumPy array of shape ``draw_shape + batch_shape + (T,)``, where
         ``batch_shape`` are the site's plate (series) axes.
     """
     flat, draw_shape, first = flatten_draws(posterior_samples, batch_ndims)
     sites = find_ssm_sites(model, first, model_args, model_kwargs, site=site)
+    out = evaluate_sites(
+        model, flat, draw_shape, model_args, model_kwargs, list(sites), chunk_size=chunk_size
+    )
+    return {name: mask_steps(out[name][0], info) for name, info in sites.items()}
 
-    def one(params, _):
-        trace = trace_model(model, params, model_args, model_kwargs)
-        out = {}
-        for name, info in sites.items():
-            ssm = unwrap_ssm(trace[name]["fn"])
-            increments = ssm.filter(info.value).log_likelihood_increments
-            out[name] = jnp.where(info.step_mask, increments, jnp.nan)
-        return out
 
-    return map_draws(one, flat, draw_shape, chunk_size=chunk_size)
+def mask_steps(increments, site):
+    """The increments with NaN at the steps that do not count (``site.step_mask`` False).
+
+    Args:
+        increments: shape ``draw_shape + batch_shape + (T,)``.
+        site: the :class:`~numpyro_ssm.infer._sites.SSMSite`.
+
+    Returns:
+        A NumPy array of the same shape.
+    """
+    return np.where(site.step_mask, np.asarray(increments), np.nan)

@@ -1,20 +1,38 @@
-"""Pure-JAX algorithms for state space models (no NumPyro import)."""
+"""Pure-JAX algorithms for state space models (no NumPyro import), one subpackage per family.
+
+- :mod:`numpyro_ssm.ops.hmm`: discrete hidden Markov models.
+- :mod:`numpyro_ssm.ops.kalman`: linear-Gaussian state space models.
+- :mod:`numpyro_ssm.ops.scan` (the one scan driver, sequential or associative) and
+  :mod:`numpyro_ssm.ops.linalg` (square-root linear algebra) are shared.
+"""
 
 from numpyro_ssm.ops.hmm import (
     HMMPosterior,
     hmm_filter,
+    hmm_log_marginal,
     hmm_posterior_mode,
     hmm_posterior_sample,
     hmm_smoother,
+    stationary_distribution,
 )
-from numpyro_ssm.ops.kalman import GaussianPosterior, kalman_filter, kalman_log_marginal
-from numpyro_ssm.ops.kalman_smoothing import kalman_posterior_sample, kalman_smoother, lgssm_sample
+from numpyro_ssm.ops.kalman import (
+    GaussianPosterior,
+    LGSSMParams,
+    kalman_filter,
+    kalman_log_marginal,
+    kalman_posterior_sample,
+    kalman_smoother,
+    lgssm_params,
+    lgssm_sample,
+)
 from numpyro_ssm.ops.scan import prefix_scan
 
 __all__ = [
     "GaussianPosterior",
     "HMMPosterior",
+    "LGSSMParams",
     "hmm_filter",
+    "hmm_log_marginal",
     "hmm_posterior_mode",
     "hmm_posterior_sample",
     "hmm_smoother",
@@ -22,6 +40,8 @@ __all__ = [
     "kalman_log_marginal",
     "kalman_posterior_sample",
     "kalman_smoother",
+    "lgssm_params",
     "lgssm_sample",
     "prefix_scan",
+    "stationary_distribution",
 ]

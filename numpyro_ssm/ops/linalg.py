@@ -13,16 +13,16 @@ and zero along the null directions where it is not.
 **No batched LAPACK.** ``tria`` of one matrix (a sequential filter's step) is Householder
 reflections unrolled in Python up to ``_STEP_UNROLL_MAX_ROWS`` rows, where the arithmetic fuses
 with its neighbours and a LAPACK call would cost more than the flops, and one LAPACK QR above
-that: unrolled, taller stacks made the step slower and its compilation twice as long (see
-:func:`tria`). Under ``vmap`` (``custom_vmap``) the same matrix is unrolled elementwise over the
-batch up to ``_UNROLL_MAX_ROWS`` rows, and above that runs the reflections in a
-``lax.fori_loop`` over full-width masked rows, as an explicitly batched stack always does (the
-associative scans' combine, traced once per level: one loop body keeps compilation short);
-never a batched LAPACK call. ``tria``'s derivative needs the orthogonal factor too; the loop
-accumulates it on an identity stacked below the input. :func:`solve_lower` and
-:func:`solve_lower_transpose` unroll up to ``_UNROLL_MAX_ROWS`` rows and make one LAPACK call
-above (the loop under ``vmap``); :func:`cholesky` (for covariances given as ``*_cov``) unrolls
-or loops.
+that (the fused forms live in :mod:`numpyro_ssm.ops._fusion`; the thresholds are measured in
+``docs/performance.md``, "Why the code is shaped this way"). Under ``vmap`` (``custom_vmap``)
+the same matrix is unrolled elementwise over the batch up to ``_UNROLL_MAX_ROWS`` rows, and
+above that runs the reflections in a ``lax.fori_loop`` over full-width masked rows, as an
+explicitly batched stack always does (the associative scans' combine, traced once per level:
+one loop body keeps compilation short); never a batched LAPACK call. ``tria``'s derivative
+needs the orthogonal factor too; the loop accumulates it on an identity stacked below the
+input. :func:`solve_lower` and :func:`solve_lower_transpose` unroll up to ``_UNROLL_MAX_ROWS``
+rows and make one LAPACK call above (the loop under ``vmap``); :func:`cholesky` (for
+covariances given as ``*_cov``) unrolls or loops.
 
 The point is not only speed. On jaxlib 0.10.2's CPU runtime a *batched* LAPACK call fans out
 over XLA's own thread pool, and once every worker sits in such a call waiting for its share, the
@@ -35,11 +35,14 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from numpyro_ssm.ops._fusion import householder_tria, matmul_small, matmul_stack, sum_small
+
 __all__ = [
     "chol_logdet",
     "cholesky",
     "matmul_small",
     "matmul_stack",
+    "qr_solve",
     "safe_solve_lower",
     "solve_lower",
     "solve_lower_transpose",
@@ -51,122 +54,6 @@ __all__ = [
 _STEP_UNROLL_MAX_ROWS = 4
 # Vmapped stacks, solves and Cholesky factors of at most this many rows are unrolled.
 _UNROLL_MAX_ROWS = 16
-# Sums over at most this many entries are unrolled into adds (:func:`_sum_small`).
-_UNROLL_MAX_TERMS = 4
-
-
-def _unrolled_reduce(op, reduce, x, axis, max_terms):
-    """``reduce(x, axis=axis)``; along at most ``max_terms`` entries, as ``op`` over the slices.
-
-    XLA fuses the elementwise form with its producers and consumers, while on the CPU each
-    reduce op ends a kernel. Inside a sequential step or over a T x K array of an HMM that
-    decides the cost (see the callers for the measured gains).
-    """
-    n = x.shape[axis]
-    if n == 0 or n > max_terms:
-        return reduce(x, axis=axis)
-    out = jax.lax.index_in_dim(x, 0, axis, keepdims=False)
-    for i in range(1, n):
-        out = op(out, jax.lax.index_in_dim(x, i, axis, keepdims=False))
-    return out
-
-
-def _sum_small(x, axis):
-    """``jnp.sum(x, axis)``, unrolled along at most ``_UNROLL_MAX_TERMS`` entries.
-
-    The serial Kalman step at S = 2, D = 1 (rows of at most 4 entries) went from 33 kernels to
-    28: value 1.13-1.15 to 0.99-1.0 us/step, value+grad 1.42 to 1.26-1.31 (T = 1e4, float64,
-    two runs each). Unrolling sums of up to 16 entries made S = 8 1.05 to 1.1 times slower
-    (XLA recomputes fused producers in every slice), and S = 4 did not change.
-    """
-    return _unrolled_reduce(jnp.add, jnp.sum, x, axis, _UNROLL_MAX_TERMS)
-
-
-def matmul_small(a: jax.Array, b: jax.Array) -> jax.Array:
-    """``a @ b`` as broadcast products and adds, which XLA fuses with its neighbours.
-
-    On CPU a ``dot`` is its own kernel; inside a sequential step of few-by-few matrices the
-    kernel launches, not the flops, set the cost.
-
-    Args:
-        a: shape ``(..., n, k)``.
-        b: shape ``(..., k, m)``, or ``(..., k)`` for a matrix-vector product.
-
-    Returns:
-        Shape ``(..., n, m)`` (or ``(..., n)``).
-    """
-    if b.ndim == 1:
-        return _sum_small(a * b[..., None, :], axis=-1)
-    if a.shape[-1] > _UNROLL_MAX_TERMS:
-        return jnp.sum(a[..., :, :, None] * b[..., None, :, :], axis=-2)
-    # column k of a times row k of b, summed: over a stack of matrices this fuses into one
-    # kernel, where slicing one broadcast product (``_sum_small``) did not (matmul_stack)
-    out = a[..., :, :1] * b[..., :1, :]
-    for k in range(1, a.shape[-1]):
-        out = out + a[..., :, k : k + 1] * b[..., k : k + 1, :]
-    return out
-
-
-def matmul_stack(a: jax.Array, b: jax.Array) -> jax.Array:
-    """``a @ b`` for stacks of small matrices (a time axis, say), outside a sequential loop.
-
-    On the CPU an inner axis of at most ``_UNROLL_MAX_TERMS`` takes :func:`matmul_small`: XLA's
-    dot of two (T, 4, 4) stacks cost 0.157 µs per product against 0.006 for the fused sum of
-    column-times-row products (T = 1e4, float64; about equal at 2 x 2 and 3 x 3). From an inner
-    size of 5 the fused form is no faster than the dot, and at 8 it is 4x slower, so larger
-    products stay dots. Other platforms keep the dot (not measured on a GPU).
-
-    Args:
-        a: shape ``(..., n, k)``.
-        b: shape ``(..., k, m)``.
-
-    Returns:
-        Shape ``(..., n, m)``, batch axes broadcast.
-    """
-    if a.shape[-1] > _UNROLL_MAX_TERMS:
-        return a @ b
-    return jax.lax.platform_dependent(a, b, cpu=matmul_small, default=jnp.matmul)
-
-
-def _householder_tria(a):
-    """``tria`` by ``n`` Householder reflections acting on the columns, unrolled in Python.
-
-    Reflection ``i`` maps row ``i``'s entries in columns ``i:`` onto column ``i``; rows above
-    are already zero there. Not differentiable at rank-deficient inputs (``tria``'s JVP is used).
-    """
-    a = jnp.asarray(a)
-    n = a.shape[-2]
-    if a.shape[-1] < n:
-        a = jnp.concatenate([a, jnp.zeros(a.shape[:-1] + (n - a.shape[-1],), a.dtype)], axis=-1)
-    diag = []
-    for i in range(n):
-        x = a[..., i, i:]
-        norm = jnp.sqrt(_sum_small(x * x, axis=-1))
-        sign = jnp.where(x[..., 0] < 0, -1.0, 1.0).astype(a.dtype)
-        v = jnp.concatenate([(x[..., 0] + sign * norm)[..., None], x[..., 1:]], axis=-1)
-        vv = norm * (norm + jnp.abs(x[..., 0]))  # = vᵀv / 2
-        scale = jnp.where(vv > 0, 1.0 / jnp.where(vv > 0, vv, 1.0), 0.0)
-        below = a[..., i + 1 :, i:]
-        proj = _sum_small(below * v[..., None, :], axis=-1)[..., None]
-        below = below - proj * (scale[..., None, None] * v[..., None, :])
-        # the reflected row i is (-sign * norm, 0, ...); flip column i so the diagonal is >= 0
-        flip = jnp.where(norm > 0, -sign, 1.0)[..., None, None]
-        below = jnp.concatenate([flip * below[..., :1], below[..., 1:]], axis=-1)
-        a = a.at[..., i + 1 :, i:].set(below)
-        diag.append(norm)
-    # Assembled row by row, not with jnp.tril and jnp.eye: XLA hoists those computed masks out
-    # of a scan's body into its loop state, and they pushed the scalar Kalman filter's loop
-    # past the size XLA compiles whole on the CPU (benchmarks/xla_loops.py). Empty pieces
-    # are left out: one broke the batching of tria's custom JVP under vmap.
-    zeros = jnp.zeros(a.shape[:-2] + (n,), a.dtype)
-    rows = []
-    for i in range(n):
-        pieces = [a[..., i, :i]] if i else []
-        pieces.append(diag[i][..., None])
-        if i + 1 < n:
-            pieces.append(zeros[..., i + 1 :])
-        rows.append(jnp.concatenate(pieces, axis=-1)[..., None, :])
-    return jnp.concatenate(rows, axis=-2)
 
 
 def _pad_columns(a):
@@ -234,7 +121,7 @@ def _lapack_tria(a):
 @_lapack_tria.def_vmap
 def _lapack_tria_vmap(axis_size, in_batched, a):
     if a.shape[-2] <= _UNROLL_MAX_ROWS:
-        return _householder_tria(a), True
+        return householder_tria(a), True
     return _householder_tria_loop(a), True
 
 
@@ -287,15 +174,10 @@ def tria(a: jax.Array) -> jax.Array:
         ``L Lᵀ = a aᵀ``.
 
     One matrix of up to ``_STEP_UNROLL_MAX_ROWS`` rows is unrolled, a taller one is one LAPACK
-    QR. Measured on the serial Kalman filter (T = 1e4, float64, µs per step, one process per
-    variant) against unrolling up to 16 rows: state dim 2 and 3 are unchanged, their stacks
-    being at most 4 rows (LAPACK there was 1.35x and 1.06x slower); state dim 4, value 2.58
-    against 2.48; state dim 6, value 4.61 against 3.52 and value+grad 9.6 against 8.5; state
-    dim 8, value 6.8 against 4.7, value+grad 13.6 against 12.1, and compiling the value+grad
-    3.7 against 1.8 s.
+    QR; a stack of matrices runs the reflections in a loop (module docstring).
     """
     if a.ndim == 2 and a.shape[-2] <= _STEP_UNROLL_MAX_ROWS:
-        return _householder_tria(a)
+        return householder_tria(a)
     if a.ndim == 2:
         return _lapack_tria(a)
     return _householder_tria_loop(a)
@@ -433,6 +315,28 @@ def safe_solve_lower(lower: jax.Array, b: jax.Array) -> jax.Array:
     return jnp.where(zero[..., :, None], 0.0, x)
 
 
+def qr_solve(a: jax.Array, b: jax.Array) -> jax.Array:
+    """Solve ``a x = b`` for square ``a`` by Householder QR, batched, without LAPACK.
+
+    ``a = L qᵀ`` with ``L`` lower triangular and ``q`` orthogonal (the reflections of
+    :func:`tria`), so ``x = q L⁻¹ b``. Differentiable.
+
+    Args:
+        a: shape ``(..., n, n)``, invertible.
+        b: shape ``(..., n)`` or ``(..., n, k)``.
+
+    Returns:
+        ``a⁻¹ b``, shape of ``b`` (batch axes broadcast).
+    """
+    a = jnp.asarray(a)
+    b = jnp.asarray(b)
+    lower, q, _ = _tria_and_q(a)
+    vector = b.ndim == a.ndim - 1
+    rhs = b[..., None] if vector else b
+    x = q @ solve_lower(lower, rhs)
+    return x[..., 0] if vector else x
+
+
 def chol_logdet(lower: jax.Array) -> jax.Array:
     """``log det(L Lᵀ)`` from a triangular factor.
 
@@ -442,7 +346,7 @@ def chol_logdet(lower: jax.Array) -> jax.Array:
     Returns:
         Shape ``(...)``.
     """
-    return 2.0 * _sum_small(jnp.log(jnp.abs(jnp.diagonal(lower, axis1=-2, axis2=-1))), axis=-1)
+    return 2.0 * sum_small(jnp.log(jnp.abs(jnp.diagonal(lower, axis1=-2, axis2=-1))), axis=-1)
 
 
 def _cholesky_unrolled(cov):

@@ -1,0 +1,141 @@
+"""CPU-fusion forms of small reductions, products and triangularizations (private).
+
+On the CPU, XLA runs every ``dot`` and every ``reduce`` as a kernel of its own, while
+elementwise arithmetic fuses with its neighbours. Inside a sequential filter's step, or over the
+``T x K`` arrays of an HMM, kernel launches rather than flops set the cost. The functions here
+write small sums, products and Householder triangularizations as elementwise arithmetic that
+fuses. They compute exactly what their plain ``jnp`` forms compute; only the programs differ.
+The measurements behind each size threshold are in ``docs/performance.md`` ("Why the code is
+shaped this way").
+"""
+
+import jax
+import jax.numpy as jnp
+
+__all__ = ["householder_tria", "matmul_small", "matmul_stack", "sum_small", "unrolled_reduce"]
+
+# Sums over at most this many entries are unrolled into adds (:func:`sum_small`).
+UNROLL_MAX_TERMS = 4
+
+
+def unrolled_reduce(op, reduce, x, axis, max_terms):
+    """``reduce(x, axis=axis)``; along at most ``max_terms`` entries, as ``op`` over the slices.
+
+    Args:
+        op: the binary elementwise form of the reduction (``jnp.add``, ``jnp.maximum``).
+        reduce: the reduction (``jnp.sum``, ``jnp.max``), used above ``max_terms``.
+        x: the array.
+        axis: the axis to reduce.
+        max_terms: the longest axis that is unrolled.
+
+    Returns:
+        ``x`` reduced along ``axis``.
+    """
+    n = x.shape[axis]
+    if n == 0 or n > max_terms:
+        return reduce(x, axis=axis)
+    out = jax.lax.index_in_dim(x, 0, axis, keepdims=False)
+    for i in range(1, n):
+        out = op(out, jax.lax.index_in_dim(x, i, axis, keepdims=False))
+    return out
+
+
+def sum_small(x, axis):
+    """``jnp.sum(x, axis)``, unrolled into adds along at most ``UNROLL_MAX_TERMS`` entries.
+
+    Args:
+        x: the array.
+        axis: the axis to sum.
+
+    Returns:
+        ``x`` summed along ``axis``.
+    """
+    return unrolled_reduce(jnp.add, jnp.sum, x, axis, UNROLL_MAX_TERMS)
+
+
+def matmul_small(a: jax.Array, b: jax.Array) -> jax.Array:
+    """``a @ b`` as broadcast products and adds, which XLA fuses with its neighbours.
+
+    Args:
+        a: shape ``(..., n, k)``.
+        b: shape ``(..., k, m)``, or ``(..., k)`` for a matrix-vector product.
+
+    Returns:
+        Shape ``(..., n, m)`` (or ``(..., n)``).
+    """
+    if b.ndim == 1:
+        return sum_small(a * b[..., None, :], axis=-1)
+    if a.shape[-1] > UNROLL_MAX_TERMS:
+        return jnp.sum(a[..., :, :, None] * b[..., None, :, :], axis=-2)
+    # column k of a times row k of b, summed: over a stack of matrices this fuses into one
+    # kernel, where slicing one broadcast product (``sum_small``) did not
+    out = a[..., :, :1] * b[..., :1, :]
+    for k in range(1, a.shape[-1]):
+        out = out + a[..., :, k : k + 1] * b[..., k : k + 1, :]
+    return out
+
+
+def matmul_stack(a: jax.Array, b: jax.Array) -> jax.Array:
+    """``a @ b`` for stacks of small matrices (a time axis, say), outside a sequential loop.
+
+    On the CPU an inner axis of at most ``UNROLL_MAX_TERMS`` takes :func:`matmul_small`; larger
+    products, and other platforms, keep the dot.
+
+    Args:
+        a: shape ``(..., n, k)``.
+        b: shape ``(..., k, m)``.
+
+    Returns:
+        Shape ``(..., n, m)``, batch axes broadcast.
+    """
+    if a.shape[-1] > UNROLL_MAX_TERMS:
+        return a @ b
+    return jax.lax.platform_dependent(a, b, cpu=matmul_small, default=jnp.matmul)
+
+
+def householder_tria(a):
+    """Lower-triangular ``L`` with ``L Lᵀ = a aᵀ`` by Householder reflections, unrolled.
+
+    Reflection ``i`` maps row ``i``'s entries in columns ``i:`` onto column ``i``; rows above
+    are already zero there. Elementwise over any leading axes. Not differentiable at
+    rank-deficient inputs (:func:`numpyro_ssm.ops.linalg.tria` carries the derivative).
+
+    Args:
+        a: shape ``(..., n, m)``, small ``n``.
+
+    Returns:
+        Shape ``(..., n, n)``, with a non-negative diagonal.
+    """
+    a = jnp.asarray(a)
+    n = a.shape[-2]
+    if a.shape[-1] < n:
+        a = jnp.concatenate([a, jnp.zeros(a.shape[:-1] + (n - a.shape[-1],), a.dtype)], axis=-1)
+    diag = []
+    for i in range(n):
+        x = a[..., i, i:]
+        norm = jnp.sqrt(sum_small(x * x, axis=-1))
+        sign = jnp.where(x[..., 0] < 0, -1.0, 1.0).astype(a.dtype)
+        v = jnp.concatenate([(x[..., 0] + sign * norm)[..., None], x[..., 1:]], axis=-1)
+        vv = norm * (norm + jnp.abs(x[..., 0]))  # = vᵀv / 2
+        scale = jnp.where(vv > 0, 1.0 / jnp.where(vv > 0, vv, 1.0), 0.0)
+        below = a[..., i + 1 :, i:]
+        proj = sum_small(below * v[..., None, :], axis=-1)[..., None]
+        below = below - proj * (scale[..., None, None] * v[..., None, :])
+        # the reflected row i is (-sign * norm, 0, ...); flip column i so the diagonal is >= 0
+        flip = jnp.where(norm > 0, -sign, 1.0)[..., None, None]
+        below = jnp.concatenate([flip * below[..., :1], below[..., 1:]], axis=-1)
+        a = a.at[..., i + 1 :, i:].set(below)
+        diag.append(norm)
+    # Assembled row by row, not with jnp.tril and jnp.eye: XLA hoists those computed masks out
+    # of a scan's body into its loop state, and they pushed the scalar Kalman filter's loop
+    # past the size XLA compiles whole on the CPU (benchmarks/probes/xla_loops.py). Empty pieces
+    # are left out: one broke the batching of tria's custom JVP under vmap.
+    zeros = jnp.zeros(a.shape[:-2] + (n,), a.dtype)
+    rows = []
+    for i in range(n):
+        pieces = [a[..., i, :i]] if i else []
+        pieces.append(diag[i][..., None])
+        if i + 1 < n:
+            pieces.append(zeros[..., i + 1 :])
+        rows.append(jnp.concatenate(pieces, axis=-1)[..., None, :])
+    return jnp.concatenate(rows, axis=-2)

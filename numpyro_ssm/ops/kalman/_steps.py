@@ -1,0 +1,117 @@
+"""The steps every Kalman algorithm is built from: masked emissions, conditioning, prediction.
+
+Square-root throughout: a covariance travels as a lower-triangular factor, and every update
+stacks factors and triangularizes them (:func:`numpyro_ssm.ops.linalg.tria`). The model and the
+conventions are in :mod:`numpyro_ssm.ops.kalman.params`.
+"""
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from numpyro_ssm.ops._fusion import matmul_small, matmul_stack, sum_small
+from numpyro_ssm.ops.linalg import chol_logdet, solve_lower, solve_lower_transpose, tria
+
+# ---------------------------------------------------------------------------------------------
+# Building blocks
+# ---------------------------------------------------------------------------------------------
+
+
+def _mT(a):
+    return jnp.swapaxes(a, -1, -2)
+
+
+def _mv(a, x):
+    return (a @ x[..., None])[..., 0]
+
+
+def _masked_emission(H, chol_R, d, y, observed):
+    """Emission with missing entries replaced by exact "no information" rows.
+
+    Returns ``(H_m, chol_R_m, y_m)``: ``H_m`` ``(D, S)`` and ``y_m = y - d`` ``(D,)`` with the
+    missing rows zeroed, and ``chol_R_m`` ``(D, 2D)`` whose product ``chol_R_m chol_R_mᵀ`` is
+    ``R`` on the observed block and the identity on the missing one. With one entry (``D = 1``)
+    ``chol_R_m`` is ``(1, 1)``, ``chol_R`` or one: a narrower stack to triangularize, which
+    keeps the scalar filter's loop small enough for XLA to compile it whole
+    (``benchmarks/probes/xla_loops.py``).
+    """
+    m = observed.astype(H.dtype)
+    H_m = H * m[:, None]
+    if H.shape[0] == 1:  # one entry: its factor itself becomes the "no information" one
+        chol_R_m = jnp.where(observed[:, None], chol_R, 1.0)
+    else:
+        chol_R_m = jnp.concatenate([chol_R * m[:, None], jnp.diag(1.0 - m)], axis=1)
+    y_m = jnp.where(observed, y, 0.0) - d * m
+    return H_m, chol_R_m, y_m
+
+
+_LOG_2PI = math.log(2 * math.pi)
+
+
+def _innovation_log_lik(chol_S, w, observed):
+    """``log N(v; 0, S)`` over the observed entries, from ``S``'s factor and ``w = chol_S⁻¹ v``."""
+    n_obs = sum_small(observed.astype(w.dtype), -1)
+    return -0.5 * (n_obs * _LOG_2PI + chol_logdet(chol_S) + sum_small(w * w, -1))
+
+
+def _log_likelihood(m_pred, chol_P_pred, H, chol_R, d, y, observed):
+    """``log p(y_t | y_{1:t-1})`` over the observed entries of ``y_t``."""
+    H_m, chol_R_m, y_m = _masked_emission(H, chol_R, d, y, observed)
+    chol_S = tria(jnp.concatenate([matmul_small(H_m, chol_P_pred), chol_R_m], axis=1))
+    return _innovation_log_lik(
+        chol_S, solve_lower(chol_S, y_m - matmul_small(H_m, m_pred)), observed
+    )
+
+
+def _condition(chol_P, H, chol_R):
+    """One triangularization of ``[[H U, chol_R], [U, 0]]`` (``P = U Uᵀ``): a conditioning step.
+
+    It conditions ``x ~ N(., P)`` on ``H x + noise`` with noise covariance ``chol_R chol_Rᵀ``.
+    The same step serves the filter's update (``P`` predicted, ``H, R`` the emission), the
+    parallel filter's elements (``P = Q``) and the smoother's backward conditionals (``H = F``,
+    ``R = Q``).
+
+    Returns:
+        ``(chol_S, cross, chol_C)``: the innovation factor (``S = H P Hᵀ + chol_R chol_Rᵀ``),
+        ``cross = P Hᵀ chol_S⁻ᵀ`` (so the gain is ``cross chol_S⁻¹``, see :func:`_gain`) and
+        the factor of the conditional covariance.
+    """
+    D = H.shape[0]
+    top = jnp.concatenate([matmul_small(H, chol_P), chol_R], axis=1)
+    bottom = jnp.concatenate(
+        [chol_P, jnp.zeros((chol_P.shape[0], chol_R.shape[1]), chol_P.dtype)], axis=1
+    )
+    psi = tria(jnp.concatenate([top, bottom], axis=0))
+    return psi[:D, :D], psi[D:, :D], psi[D:, D:]
+
+
+def _gain(chol_S, cross):
+    """The gain ``cross chol_S⁻¹`` of a conditioning step (:func:`_condition`)."""
+    return solve_lower_transpose(chol_S, cross.T).T
+
+
+def _update(m, chol_P, H, chol_R, d, y, observed):
+    """Condition the predicted ``N(m, chol_P)`` on ``y``: filtered moments and the log-lik."""
+    H_m, chol_R_m, y_m = _masked_emission(H, chol_R, d, y, observed)
+    chol_S, cross, chol_f = _condition(chol_P, H_m, chol_R_m)
+    w = solve_lower(chol_S, y_m - matmul_small(H_m, m))
+    return m + matmul_small(cross, w), chol_f, _innovation_log_lik(chol_S, w, observed)
+
+
+def _predict(F, chol_Q, b, m, chol_P):
+    """``N(F m + b, F P Fᵀ + Q)`` in square-root form."""
+    return matmul_small(F, m) + b, tria(jnp.concatenate([matmul_small(F, chol_P), chol_Q], axis=1))
+
+
+class _Filtered(NamedTuple):
+    means: jax.Array  # (T, S)
+    chols: jax.Array  # (T, S, S)
+    predicted_means: jax.Array
+    predicted_chols: jax.Array
+    log_likelihoods: jax.Array  # (T,)
+
+
+def _covariance(chol):
+    return matmul_stack(chol, _mT(chol))
