@@ -14,14 +14,18 @@ from numpyro_ssm.infer.gibbs import ffbs_gibbs_fn
 from numpyro_ssm.infer.latents import posterior_latents
 from numpyro_ssm.infer.lfo import LFOResult, exact_lfo, past_model, psis_lfo
 from numpyro_ssm.infer.loglik import pointwise_log_likelihood
+from numpyro_ssm.infer.pmmh import PMMH, PMMHState, log_likelihood_estimates
 
 __all__ = [
     "BlackJAXResult",
     "ForecastResult",
     "LFOResult",
+    "PMMH",
+    "PMMHState",
     "exact_lfo",
     "ffbs_gibbs_fn",
     "forecast",
+    "log_likelihood_estimates",
     "past_model",
     "pointwise_log_likelihood",
     "posterior_latents",
