@@ -39,15 +39,15 @@ class ParticlePosteriorMixin:
         flat = lambda x: x.reshape((size,) + x.shape[len(batch_shape) :])  # noqa: E731
         if isinstance(key, particle_ops.ParticleNoise):
             keys = jax.tree.map(flat, key)
-        elif batch_shape:
-            keys = jax.random.split(key, size)
         else:
-            keys = key[None]
+            keys = jax.random.split(key, size)
         inputs = self.inputs
 
         def one(key, y, steps, entries):
             return fn(key, y, steps, (inputs, entries))
 
+        if not batch_shape:  # no vmap: it would turn the resampling cond into a select
+            return one(key, y, steps, entries)
         out = jax.vmap(one)(keys, flat(y), flat(steps), flat(entries))
         return jax.tree.map(lambda x: x.reshape(batch_shape + x.shape[1:]), out)
 
