@@ -305,3 +305,37 @@ def test_finite_float32_gradient_at_100k_steps():
     )(params)
     for leaf in jax.tree.leaves(grad):
         assert leaf.dtype == jnp.float32 and np.isfinite(leaf).all()
+
+
+def test_grid_oracle_is_exact_on_a_linear_model():
+    """The grid oracle itself, where the Kalman filter gives the exact answer."""
+    from scipy.stats import norm as sp_norm
+
+    params, y = lgssm_case(0, T=10)
+    m0, F, H = (
+        float(np.ravel(a)[0])
+        for a in (params.initial_mean, params.transition_matrix, params.emission_matrix)
+    )
+    s0, q, r = (
+        float(np.ravel(a)[0])
+        for a in (
+            params.initial_scale_tril,
+            params.transition_scale_tril,
+            params.emission_scale_tril,
+        )
+    )
+    y_nan = np.asarray(y)[:, 0].copy()
+    y_nan[4] = np.nan
+    log_z, densities = grid_filter_1d(
+        y_nan,
+        lambda z: sp_norm.logpdf(z, m0, s0),
+        lambda z_next, z: sp_norm.logpdf(z_next, F * z, q),
+        lambda y_t, z: sp_norm.logpdf(y_t, H * z, r),
+        np.linspace(-15.0, 15.0, 1201),
+    )
+    exact = kalman_filter(params, jnp.asarray(y_nan)[:, None])
+    np.testing.assert_allclose(log_z, float(exact.log_marginal), rtol=1e-10)
+    grid = np.linspace(-15.0, 15.0, 1201)
+    np.testing.assert_allclose(
+        densities @ grid * (grid[1] - grid[0]), exact.filtered_means[:, 0], atol=1e-10
+    )
