@@ -9,7 +9,7 @@ family works with all of them unchanged. ArviZ/xarray (the ``arviz`` extra) and 
 
 from numpyro_ssm.infer.arviz import to_inference_data
 from numpyro_ssm.infer.blackjax import BlackJAXResult, run_blackjax
-from numpyro_ssm.infer.forecast import ForecastResult, forecast
+from numpyro_ssm.infer.forecasting import ForecastResult, forecast
 from numpyro_ssm.infer.gibbs import ffbs_gibbs_fn
 from numpyro_ssm.infer.latents import posterior_latents
 from numpyro_ssm.infer.lfo import LFOResult, exact_lfo, past_model, psis_lfo
