@@ -14,6 +14,7 @@ examples of that shape reuse it; shapes come from small sets. Properties:
 - gradients are finite, and zero with respect to masked observations.
 """
 
+import functools
 import os
 
 import jax
@@ -74,11 +75,15 @@ def _hmm(p, mask, parallel):
     )
 
 
-@jax.jit
-def evaluate(params, y, mask):
+SCHEDULES = (("serial", False), ("parallel", True))
+SERIAL = SCHEDULES[:1]  # the masking and padding properties need one schedule only
+
+
+@functools.partial(jax.jit, static_argnames="schedules")
+def evaluate(params, y, mask, schedules=SCHEDULES):
     """Both schedules' ``(log-probability, increments, smoothed marginals)``."""
     out = {}
-    for name, parallel in (("serial", False), ("parallel", True)):
+    for name, parallel in schedules:
         hmm = _hmm(params, mask, parallel)
         post = hmm.smooth(y)
         out[name] = (hmm.log_prob(y), post.log_likelihood_increments, post.smoothed_probs)
@@ -171,8 +176,8 @@ def test_masking_a_step_equals_deleting_it(case, data):
     mask[..., t] = False
     y = np.where(mask, y, np.nan)
     # the value at a masked step changes nothing
-    out = evaluate(params, y, mask)
-    other = evaluate(params, np.where(mask, y, 7.5), mask)
+    out = evaluate(params, y, mask, SERIAL)
+    other = evaluate(params, np.where(mask, y, 7.5), mask, SERIAL)
     for a, b in zip(out["serial"], other["serial"], strict=True):
         np.testing.assert_array_equal(a, b)
     # deleting the step: the chain jumps across it with the product of the two transitions
@@ -188,13 +193,13 @@ def test_masking_a_step_equals_deleting_it(case, data):
     else:
         trans = trans[..., :-1, :, :]
     shorter = _with(params, init, trans, np.delete(loc, t, axis=-2))
-    deleted = evaluate(shorter, np.delete(y, t, axis=-1), np.delete(mask, t, axis=-1))
+    deleted = evaluate(shorter, np.delete(y, t, axis=-1), np.delete(mask, t, axis=-1), SERIAL)
     log_prob, increments, smoothed = out["serial"]
     np.testing.assert_allclose(log_prob, deleted["serial"][0], **TOL)
     np.testing.assert_allclose(np.delete(increments, t, axis=-1), deleted["serial"][1], **TOL)
     np.testing.assert_allclose(np.delete(smoothed, t, axis=-2), deleted["serial"][2], **TOL)
     # the earlier steps' increments do not see the masking
-    unmasked = evaluate(params, case[1], case[2])
+    unmasked = evaluate(params, case[1], case[2], SERIAL)
     np.testing.assert_allclose(increments[..., :t], unmasked["serial"][1][..., :t], **TOL)
 
 
@@ -215,8 +220,8 @@ def test_padding_with_masked_steps_changes_nothing(case, seed):
     padded_mask = np.concatenate(
         [np.broadcast_to(mask, batch + (T,)), np.zeros(batch + (pad,), bool)], -1
     )
-    out = evaluate(params, y, mask)
-    padded = evaluate(_with(params, init, trans, loc), padded_y, padded_mask)
+    out = evaluate(params, y, mask, SERIAL)
+    padded = evaluate(_with(params, init, trans, loc), padded_y, padded_mask, SERIAL)
     log_prob, increments, smoothed = out["serial"]
     np.testing.assert_allclose(padded["serial"][0], log_prob, **TOL)
     np.testing.assert_allclose(padded["serial"][1][..., :T], increments, **TOL)
