@@ -15,24 +15,17 @@ examples of that shape reuse it; shapes come from small sets. Properties:
 """
 
 import functools
-import os
 
 import jax
 import numpy as np
 import numpyro.distributions as dist
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
+from property_settings import property_settings
 
 from numpyro_ssm import DiscreteHMM
 
-SETTINGS = settings(
-    max_examples=int(os.environ.get("NUMPYRO_SSM_HYPOTHESIS_EXAMPLES", "8")),
-    deadline=None,
-    database=None,
-    derandomize=True,  # the same examples in every CI run
-    suppress_health_check=[HealthCheck.too_slow],
-    phases=(Phase.explicit, Phase.generate),  # no shrinking: a failure prints its example
-)
+SETTINGS = property_settings(8)
 TOL = dict(rtol=1e-9, atol=1e-10)
 PADDED_STEPS = 4
 

@@ -16,23 +16,16 @@ shape compiles once; shapes come from small sets. Properties:
 """
 
 import functools
-import os
 
 import jax
 import numpy as np
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
+from property_settings import property_settings
 
 from numpyro_ssm import LinearGaussianSSM
 
-SETTINGS = settings(
-    max_examples=int(os.environ.get("NUMPYRO_SSM_HYPOTHESIS_EXAMPLES", "6")),
-    deadline=None,
-    database=None,
-    derandomize=True,  # the same examples in every CI run
-    suppress_health_check=[HealthCheck.too_slow],
-    phases=(Phase.explicit, Phase.generate),  # no shrinking: a failure prints its example
-)
+SETTINGS = property_settings(6)
 TOL = dict(rtol=1e-8, atol=1e-9)
 PADDED_STEPS = 4
 TRANSITION = ("F", "Q", "b")
