@@ -10,7 +10,7 @@ examples of that shape reuse it; shapes come from small sets. Properties:
 - masking a step equals deleting it (composing the transitions across it), and leaves the
   increments of the earlier steps unchanged; its value (or a NaN there) changes nothing;
 - padding a sequence with masked steps leaves its log-probability and marginals unchanged;
-- an all-masked sequence has log-probability 0 and the prior marginals;
+- an all-masked sequence has log-probability 0 (to rounding) and the prior marginals;
 - gradients are finite, and zero with respect to masked observations.
 """
 
