@@ -137,6 +137,7 @@ def run_one(name, args, outdir):
         "load_average": os.getloadavg(),
         "divergent_replications": int(np.sum(result.num_divergent > 0)),
         "max_rhat": float(np.nanmax(result.max_rhat)),
+        "replications_rhat_above_1_05": int(np.sum(result.max_rhat > 1.05)),
         "median_min_ess": float(np.median(result.min_ess)),
         "tests": {k: v._asdict() for k, v in tests.items()},
     }
