@@ -234,10 +234,16 @@ def plot_rate_paths(years, counts, paths_by_k, path):
     plt.close(fig)
 
 
+def trace_figure(idata, var_names, **kwargs):
+    """ArviZ's trace plot figure: ``plot_trace`` (ArviZ 0.2x) or ``plot_trace_dist`` (1.x)."""
+    if hasattr(az, "plot_trace_dist"):  # ArviZ 1.x (arviz-plots) returns a PlotCollection
+        return az.plot_trace_dist(idata, var_names=var_names).viz["figure"].item()
+    return az.plot_trace(idata, var_names=var_names, **kwargs).ravel()[0].figure
+
+
 def save_trace(idata, num_states, path):
-    """``az.plot_trace`` of the rates and the transition matrix."""
-    axes = az.plot_trace(idata, var_names=["rates", "transition_matrix"], compact=True)
-    fig = axes.ravel()[0].figure
+    """ArviZ's trace plot of the rates and the transition matrix."""
+    fig = trace_figure(idata, ["rates", "transition_matrix"], compact=True)
     fig.suptitle(f"{num_states}-state Poisson-HMM: NUTS trace")
     fig.tight_layout()
     fig.savefig(path, dpi=70)
