@@ -15,6 +15,7 @@ from numpyro_ssm.infer.latents import posterior_latents
 from numpyro_ssm.infer.lfo import LFOResult, exact_lfo, past_model, psis_lfo
 from numpyro_ssm.infer.loglik import pointwise_log_likelihood
 from numpyro_ssm.infer.pmmh import PMMH, PMMHState, log_likelihood_estimates
+from numpyro_ssm.infer.pmmh_posterior import pmmh_posterior_fn
 from numpyro_ssm.infer.sbc import (
     RankUniformity,
     SBCResult,
@@ -42,6 +43,7 @@ __all__ = [
     "pointwise_log_likelihood",
     "posterior_latents",
     "plot_sbc_ranks",
+    "pmmh_posterior_fn",
     "psis_lfo",
     "rank_uniformity",
     "run_blackjax",
