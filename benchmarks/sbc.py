@@ -1,4 +1,6 @@
-"""Simulation-based calibration of the HMM and linear-Gaussian families (docs/calibration.md).
+"""Simulation-based calibration of the HMM, linear-Gaussian and particle families.
+
+The results are in docs/calibration.md.
 
 For each model below, ``numpyro_ssm.infer.run_sbc`` draws parameters from the prior, simulates a
 data set with the distribution's own ``sample``, fits it by NUTS (2 chains, vectorized with the
@@ -13,7 +15,11 @@ of Säilynoja, Bürkner & Vehtari 2022) and plotted (``docs/_static/sbc/<model>.
 - ``local_level``: the local level model (random walk plus noise), both scales unknown, T = 50;
 - ``lgssm_2d``: two AR(1) states observed through a fixed 2 x 2 loading matrix, unknown AR
   coefficients, state scale and the two observation scales, T = 50 with 20% of the entries
-  missing (a fixed random entry mask).
+  missing (a fixed random entry mask);
+- ``sv_particle``: the stochastic volatility model of ``examples/stochastic_volatility.py`` as
+  a ``ParticleSSM`` (unknown ``mu``, ``phi`` through a Beta, ``sigma``), T = 100, fitted by one
+  PMMH chain per replication (``pmmh_posterior_fn``: N = 64 particles, correlated moves
+  ``rho = 0.9``), with ``PMMH_STEPS`` times the NUTS warm-up, draws and thinning.
 
 Typical use (results to docs/_static/sbc/, a markdown table on stdout)::
 
@@ -36,8 +42,13 @@ import numpy as np  # noqa: E402
 import numpyro  # noqa: E402
 import numpyro.distributions as dist  # noqa: E402
 
-from numpyro_ssm import DiscreteHMM, LinearGaussianSSM  # noqa: E402
-from numpyro_ssm.infer import plot_sbc_ranks, run_sbc, sbc_summary  # noqa: E402
+from numpyro_ssm import DiscreteHMM, LinearGaussianSSM, ParticleSSM  # noqa: E402
+from numpyro_ssm.infer import (  # noqa: E402
+    plot_sbc_ranks,
+    pmmh_posterior_fn,
+    run_sbc,
+    sbc_summary,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 HMM_STEPS = 60
@@ -45,6 +56,8 @@ HMM_MASK = (np.arange(HMM_STEPS) % 7 != 6) & (np.arange(HMM_STEPS) < HMM_STEPS -
 LG_STEPS = 50
 LG_MASK = np.random.default_rng(0).uniform(size=(LG_STEPS, 2)) > 0.2
 LOADINGS = jnp.array([[1.0, 0.0], [0.5, 1.0]])
+SV_STEPS = 100
+PMMH_STEPS = 5  # a PMMH step mixes far less than a NUTS transition
 
 
 def transition_rows():
@@ -102,25 +115,64 @@ def lgssm_2d(y=None):
     numpyro.sample("y", ssm, obs=y)
 
 
+def sv_transition(h, u, params):
+    mu, phi, sigma = params
+    return dist.Normal(mu + phi * (h - mu), sigma)
+
+
+def sv_emission(h, u, params):
+    return dist.Normal(0.0, jnp.exp(h / 2))
+
+
+def sv_particle(y=None):
+    mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
+    phi = 2 * numpyro.sample("phi_beta", dist.Beta(20.0, 1.5)) - 1
+    sigma = numpyro.sample("sigma", dist.HalfNormal(0.5))
+    ssm = ParticleSSM(
+        dist.Normal(mu, sigma / jnp.sqrt(1 - phi**2)),
+        sv_transition,
+        sv_emission,
+        (mu, phi, sigma),
+        num_steps=SV_STEPS,
+        num_particles=64,
+        ess_threshold=1.0,
+    )
+    numpyro.sample("y", ssm, obs=y)
+
+
 MODELS = {
     "hmm_poisson": hmm_poisson,
     "hmm_gaussian": hmm_gaussian,
     "local_level": local_level,
     "lgssm_2d": lgssm_2d,
+    "sv_particle": sv_particle,
 }
+PARTICLE_MODELS = {"sv_particle"}
 
 
 def run_one(name, args, outdir):
+    settings = dict(num_warmup=args.warmup, num_samples=args.samples, thinning=args.thinning)
+    posterior_fn = None
+    if name in PARTICLE_MODELS:  # one PMMH chain, as long as the two NUTS chains, times PMMH_STEPS
+        settings = {key: value * PMMH_STEPS for key, value in settings.items()}
+        settings["num_samples"] *= 2
+        posterior_fn = pmmh_posterior_fn(
+            MODELS[name],
+            num_warmup=settings["num_warmup"],
+            num_samples=settings["num_samples"],
+            pmmh_options=dict(correlation=0.9),
+        )
     start = time.perf_counter()
     result = run_sbc(
         jax.random.key(args.seed),
         MODELS[name],
         num_replications=args.replications,
-        num_warmup=args.warmup,
-        num_samples=args.samples,
+        num_warmup=settings["num_warmup"],
+        num_samples=settings["num_samples"],
         num_chains=2,
-        thinning=args.thinning,
+        thinning=settings["thinning"],
         batch_size=args.batch_size,
+        posterior_fn=posterior_fn,
     )
     seconds = time.perf_counter() - start
     tests = sbc_summary(result)
@@ -130,9 +182,9 @@ def run_one(name, args, outdir):
         "model": name,
         "replications": args.replications,
         "num_draws": result.num_draws,
-        "warmup": args.warmup,
-        "samples": args.samples,
-        "thinning": args.thinning,
+        "warmup": settings["num_warmup"],
+        "samples": settings["num_samples"],
+        "thinning": settings["thinning"],
         "seconds": round(seconds, 1),
         "load_average": os.getloadavg(),
         "divergent_replications": int(np.sum(result.num_divergent > 0)),
@@ -171,12 +223,15 @@ def main():
     parser.add_argument("--outdir", type=Path, default=ROOT / "docs" / "_static" / "sbc")
     args = parser.parse_args()
     args.outdir.mkdir(parents=True, exist_ok=True)
-    records = []
     results_file = args.outdir / "results.json"
+    # the models not run now keep their earlier records
+    records = json.loads(results_file.read_text()) if results_file.exists() else []
+    records = [record for record in records if record["model"] not in args.models]
+    new = []
     for name in args.models:
-        records.append(run_one(name, args, args.outdir))
-        results_file.write_text(json.dumps(records, indent=1) + "\n")
-    print(markdown(records))
+        new.append(run_one(name, args, args.outdir))
+        results_file.write_text(json.dumps(records + new, indent=1) + "\n")
+    print(markdown(new))
 
 
 if __name__ == "__main__":

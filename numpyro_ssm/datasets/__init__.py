@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["Earthquakes", "Nile", "load_earthquakes", "load_nile"]
+__all__ = ["SP500", "Earthquakes", "Nile", "load_earthquakes", "load_nile", "load_sp500"]
 
 
 class Earthquakes(NamedTuple):
@@ -95,4 +95,44 @@ def load_nile() -> Nile:
     return Nile(
         years=np.asarray(columns["year"], dtype=np.int64),
         volume=np.asarray(columns["volume"], dtype=np.float64),
+    )
+
+
+class SP500(NamedTuple):
+    """Daily closes of the S&P 500 index, 2006–2011, and their log returns.
+
+    Attributes:
+        dates: shape ``(1511,)``, ``numpy.datetime64[D]`` trading days.
+        close: shape ``(1511,)``, float adjusted closing levels.
+        returns: shape ``(1510,)``, float daily log returns in percent,
+            ``100 log(close[t + 1] / close[t])``, dated ``dates[1:]``.
+    """
+
+    dates: np.ndarray
+    close: np.ndarray
+    returns: np.ndarray
+
+
+def load_sp500() -> SP500:
+    """Load the daily S&P 500 closes of 2006–2011 (the financial crisis and its aftermath).
+
+    1511 trading days from 2006-01-03 to 2011-12-30, the adjusted closes rounded to cents. They
+    are a slice of the S&P 500 data set that ships with Kevin Sheppard's ``arch`` package
+    (version 8.0.0, ``arch.data.sp500``, NCSA license; originally from Yahoo! Finance), used in
+    its volatility-modelling examples.
+
+    Returns:
+        An :class:`SP500` tuple with ``dates``, ``close`` and the percent log ``returns``.
+
+    Example:
+        >>> from numpyro_ssm.datasets import load_sp500
+        >>> load_sp500().returns.shape
+        (1510,)
+    """
+    columns = _read_columns("sp500.csv")
+    close = np.asarray(columns["close"], dtype=np.float64)
+    return SP500(
+        dates=np.asarray(columns["date"], dtype="datetime64[D]"),
+        close=close,
+        returns=100.0 * np.diff(np.log(close)),
     )

@@ -12,11 +12,13 @@ from numpyro_ssm.distributions._ssm import (
 )
 from numpyro_ssm.distributions.hmm import DiscreteHMM
 from numpyro_ssm.distributions.lgssm import LinearGaussianSSM
+from numpyro_ssm.distributions.particle import ParticleSSM
 
 __all__ = [
     "LATENT_METHODS",
     "DiscreteHMM",
     "LinearGaussianSSM",
+    "ParticleSSM",
     "SSMLatents",
     "StateSpaceModel",
     "is_state_space_model",

@@ -14,6 +14,8 @@ from numpyro_ssm.infer.gibbs import ffbs_gibbs_fn
 from numpyro_ssm.infer.latents import posterior_latents
 from numpyro_ssm.infer.lfo import LFOResult, exact_lfo, past_model, psis_lfo
 from numpyro_ssm.infer.loglik import pointwise_log_likelihood
+from numpyro_ssm.infer.pmmh import PMMH, PMMHState, log_likelihood_estimates
+from numpyro_ssm.infer.pmmh_posterior import pmmh_posterior_fn
 from numpyro_ssm.infer.sbc import (
     RankUniformity,
     SBCResult,
@@ -28,16 +30,20 @@ __all__ = [
     "BlackJAXResult",
     "ForecastResult",
     "LFOResult",
+    "PMMH",
+    "PMMHState",
     "RankUniformity",
     "SBCResult",
     "ecdf_envelope",
     "exact_lfo",
     "ffbs_gibbs_fn",
     "forecast",
+    "log_likelihood_estimates",
     "past_model",
     "pointwise_log_likelihood",
     "posterior_latents",
     "plot_sbc_ranks",
+    "pmmh_posterior_fn",
     "psis_lfo",
     "rank_uniformity",
     "run_blackjax",

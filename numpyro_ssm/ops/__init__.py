@@ -25,6 +25,7 @@ from numpyro_ssm.ops.kalman import (
     lgssm_params,
     lgssm_sample,
 )
+from numpyro_ssm.ops.particle import particle_filter
 from numpyro_ssm.ops.scan import prefix_scan
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "kalman_smoother",
     "lgssm_params",
     "lgssm_sample",
+    "particle_filter",
     "prefix_scan",
     "stationary_distribution",
 ]

@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from numpyro_ssm.datasets import load_earthquakes, load_nile
+from numpyro_ssm.datasets import load_earthquakes, load_nile, load_sp500
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "numpyro_ssm" / "datasets"
 
@@ -55,3 +55,15 @@ def test_loaders_return_fresh_arrays(loader):
     first = loader()
     first[1][0] = -1
     assert loader()[1][0] != -1
+
+
+def test_sp500():
+    data = load_sp500()
+    rows = _read_csv("sp500.csv")
+    assert len(rows) == 1511 and data.close.shape == (1511,) and data.returns.shape == (1510,)
+    assert str(data.dates[0]) == "2006-01-03" and str(data.dates[-1]) == "2011-12-30"
+    assert (np.diff(data.dates).astype(int) > 0).all()
+    assert data.close[0] == float(rows[0]["close"])
+    np.testing.assert_allclose(data.returns[0], 100 * np.log(data.close[1] / data.close[0]))
+    # the crisis: the largest daily moves of the period, October 2008, near +-10 %
+    assert 9 < np.abs(data.returns).max() < 12
