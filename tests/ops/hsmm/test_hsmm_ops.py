@@ -316,3 +316,25 @@ def test_bad_input_names_the_argument(kwargs, match):
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         hsmm_filter(**args)
+
+
+def test_against_gaussian_hsmm_peer():
+    # gaussian-hsmm (PyPI) ends the last segment at the last step: our censoring="none"
+    import gaussian_hsmm  # in the test extra
+
+    rng = np.random.default_rng(10)
+    k, d, t = 3, 8, 40
+    pi, a, p, _ = random_hsmm(rng, k, d, 1)
+    means, variances = np.array([-2.0, 0.0, 2.0]), np.array([0.5, 1.0, 0.8])
+    y = rng.normal(means[rng.integers(k, size=t)], 1.0)
+    peer = gaussian_hsmm.GaussianHSMM(n_components=k, covariance_type="diag", max_duration=d)
+    peer.startprob_, peer.transmat_ = pi, a
+    peer.means_, peer.covars_ = means[:, None], variances[:, None]
+    peer.duration_probs_ = np.concatenate([np.zeros((k, 1)), p], axis=1)
+    peer._log_duration_probs_ = np.log(peer.duration_probs_)
+    ll = -0.5 * (np.log(2 * np.pi * variances) + (y[:, None] - means) ** 2 / variances)
+    post = hsmm_smoother(pi, a, p, ll, censoring="none")
+    np.testing.assert_allclose(post.log_marginal, peer.score(y[:, None]), rtol=1e-10)
+    np.testing.assert_allclose(post.smoothed_probs, peer.predict_proba(y[:, None]), atol=1e-10)
+    mode = hsmm_posterior_mode(pi, a, p, ll, censoring="none")
+    np.testing.assert_array_equal(mode, peer.predict(y[:, None]))
