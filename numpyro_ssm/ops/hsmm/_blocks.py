@@ -38,19 +38,30 @@ class Steps(NamedTuple):
 
     Attributes:
         log_lik: shape ``(n, K)``, ``log p(y_t | z_t = k)``, zero at steps that do not count.
-        end: shape ``(n,)`` bool: with ``censoring="none"``, True at the last step that counts,
-            where the last segment must end.
-        after_end: shape ``(n,)`` bool: ``end`` of the step before.
-        valid: shape ``(n,)`` bool: False on the padding of the last block (steps that change
-            nothing).
+        lik: shape ``(n, K)``, ``exp(log_lik - shift)``: each step's likelihoods peaking at one.
+        shift: shape ``(n,)``, the largest finite log-likelihood of each step (no gradient).
         index: shape ``(n,)`` int: the 0-based time step ``t``.
+        end: shape ``(n,)`` bool: with ``censoring="none"``, True at the last step that counts,
+            where the last segment must end; ``None`` (statically) with ``censoring="right"``.
+        after_end: shape ``(n,)`` bool: ``end`` of the step before, or ``None``.
+        valid: shape ``(n,)`` bool: False on the padding of the last block (steps that change
+            nothing); ``None`` when there is no padding.
+
+    Fields that are ``None`` leave their checks out of the compiled loops.
     """
 
     log_lik: jax.Array
-    end: jax.Array
-    after_end: jax.Array
-    valid: jax.Array
+    lik: jax.Array
+    shift: jax.Array
     index: jax.Array
+    end: jax.Array | None = None
+    after_end: jax.Array | None = None
+    valid: jax.Array | None = None
+
+
+def where_valid(step, new, old):
+    """``new`` at a real step, ``old`` on padding (``step.valid`` False)."""
+    return new if step.valid is None else jnp.where(step.valid, new, old)
 
 
 def sequence_steps(log_lik, mask, censoring):
@@ -58,18 +69,31 @@ def sequence_steps(log_lik, mask, censoring):
     num_steps = log_lik.shape[0]
     mask = jnp.broadcast_to(mask, (num_steps,))
     log_lik = jnp.where(mask[:, None], log_lik, 0.0)
+    peak = jnp.max(log_lik, axis=-1)
+    shift = lax.stop_gradient(jnp.where(jnp.isfinite(peak), peak, 0.0))
+    lik = jnp.exp(log_lik - shift[:, None])
     index = jnp.arange(num_steps)
-    if censoring == "none":
-        last = num_steps - 1 - jnp.argmax(mask[::-1])
-        end = (index == last) & jnp.any(mask)
-    else:
-        end = jnp.zeros(num_steps, dtype=bool)
+    if censoring != "none":
+        return Steps(log_lik, lik, shift, index)
+    last = num_steps - 1 - jnp.argmax(mask[::-1])
+    end = (index == last) & jnp.any(mask)
     after_end = jnp.concatenate([jnp.zeros(1, dtype=bool), end[:-1]])
-    return Steps(log_lik, end, after_end, jnp.ones(num_steps, dtype=bool), index)
+    return Steps(log_lik, lik, shift, index, end, after_end)
 
 
-def block_length(num_steps, max_duration):
-    """Steps per block: ``max(D, ceil(sqrt(T)))``, so the checkpoints take O(T K) memory."""
+WHOLE_BYTES = 2**22  # serial passes keep every message when they fit in this: 4 MB
+
+
+def block_length(num_steps, max_duration, num_states, itemsize, parallel):
+    """Steps per block.
+
+    ``max(D, ceil(sqrt(T)))`` for the parallel schedule, and for the serial one whenever the
+    ``T`` messages of ``K x D`` entries would take more than ``WHOLE_BYTES``: the checkpoints
+    then take O(T K) memory. Below that the serial passes run as one block, which spares the
+    backward passes their recomputation (and the compiler a loop).
+    """
+    if not parallel and num_steps * num_states * max_duration * itemsize <= WHOLE_BYTES:
+        return max(num_steps - 1, 1)
     return max(max_duration, math.isqrt(max(num_steps - 1, 0)) + 1, 1)
 
 
@@ -85,15 +109,20 @@ def split_blocks(steps, block):
     pad = num_blocks * block - length
 
     def padded(x, fill):
+        if x is None:
+            return None
         tail = jnp.full((pad,) + x.shape[1:], fill, x.dtype)
         return jnp.concatenate([x, tail]).reshape((num_blocks, block) + x.shape[1:])
 
+    valid = None if pad == 0 else jnp.arange(num_blocks * block) < length
     return Steps(
         padded(rest.log_lik, 0),
+        padded(rest.lik, 1),
+        padded(rest.shift, 0),
+        padded(rest.index, -1),
         padded(rest.end, False),
         padded(rest.after_end, False),
-        padded(rest.valid, False),
-        padded(rest.index, -1),
+        None if valid is None else valid.reshape(num_blocks, block),
     )
 
 
@@ -126,6 +155,9 @@ def forward_over_blocks(block_fn, transfer_fn, combine, first, blocks, parallel)
             exit_, out = block_fn(message, block)
             return exit_, (message, out)
 
+        if _num_blocks(blocks) == 1:  # no loop over one block (it would stay in the program)
+            last, (entries, outputs) = body(first, _only(blocks))
+            return entries[None], _stacked(outputs), last, None
         last, (entries, outputs) = lax.scan(body, first, blocks)
         return entries, outputs, last, None
     shape = first.shape
@@ -166,4 +198,19 @@ def backward_over_blocks(block_fn, last, entries, blocks, parallel, exits=None):
         entry, block = inputs
         return block_fn(entry, block, message)
 
+    if _num_blocks(blocks) == 1:
+        before, outputs = body(last, (entries[0], _only(blocks)))
+        return before, _stacked(outputs)
     return lax.scan(body, last, (entries, blocks), reverse=True)
+
+
+def _num_blocks(blocks):
+    return jax.tree.leaves(blocks)[0].shape[0]
+
+
+def _only(blocks):
+    return jax.tree.map(lambda x: x[0], blocks)
+
+
+def _stacked(outputs):
+    return jax.tree.map(lambda x: x[None], outputs)

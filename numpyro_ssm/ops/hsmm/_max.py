@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.scipy.special import logsumexp
 
-from numpyro_ssm.ops.hsmm._blocks import Steps
+from numpyro_ssm.ops.hsmm._blocks import Steps, where_valid
 from numpyro_ssm.ops.hsmm._common import lift
 
 
@@ -70,7 +70,8 @@ def first_scores(log_first, hz: Hazards, step: Steps):
     at_one = (jnp.arange(max_duration) == 0)[None, :]
     initial = logsumexp(log_first, axis=-1)  # log p(z_1 = k)
     scores = jnp.where(at_one, (initial + step.log_lik)[:, None], -jnp.inf)
-    scores = jnp.where(step.end, scores + hz.first_end, scores)
+    if step.end is not None:
+        scores = jnp.where(step.end, scores + hz.first_end, scores)
     return scores - _peak(scores)
 
 
@@ -93,9 +94,9 @@ def update(scores, step: Steps, log_trans, hz: Hazards):
     was_first = position == step.index - 1
     end = jnp.where(was_first, hz.first_end, hz.end)
     stay = jnp.where(was_first, hz.first_stay, hz.stay)
-    # after the step where the last segment was made to end, a new segment starts
-    end = jnp.where(step.after_end, 0.0, end)
-    stay = jnp.where(step.after_end, -jnp.inf, stay)
+    if step.after_end is not None:  # after the step where the last segment ended, a new one
+        end = jnp.where(step.after_end, 0.0, end)
+        stay = jnp.where(step.after_end, -jnp.inf, stay)
     end_scores = scores + lift(end, ndim)
     best_u = jnp.argmax(end_scores, axis=-1)
     best_end = jnp.max(end_scores, axis=-1)
@@ -106,13 +107,12 @@ def update(scores, step: Steps, log_trans, hz: Hazards):
     kept = scores + lift(stay, ndim)
     following = jnp.concatenate([new[..., None], kept[..., :-1]], axis=-1)
     following = following + lift(step.log_lik[:, None], ndim)
-    is_first = position == step.index
-    ends_now = jnp.where(is_first, hz.first_end, hz.end)
-    following = jnp.where(step.end, following + lift(ends_now, ndim), following)
+    if step.end is not None:
+        ends_now = jnp.where(position == step.index, hz.first_end, hz.end)
+        following = jnp.where(step.end, following + lift(ends_now, ndim), following)
     peak = _peak(following)
     following = following - peak[..., None, None]
-    following = jnp.where(step.valid, following, scores)
-    return following, jnp.where(step.valid, peak, 0.0), pointers
+    return where_valid(step, following, scores), where_valid(step, peak, 0.0), pointers
 
 
 def forward_block(log_trans, hz, entry, block: Steps):
@@ -155,12 +155,12 @@ def backtrack_block(log_trans, hz, entry, block: Steps, exit_state):
     _, pointers = forward_block(log_trans, hz, entry, block)
 
     def body(state, inputs):
-        pointer, valid = inputs
+        pointer, step = inputs
         k, spent = state // max_duration, state % max_duration
         before = jnp.where(spent > 0, state - 1, pointer[k])
-        return jnp.where(valid, before, state), k
+        return where_valid(step, before, state), k
 
-    return lax.scan(body, exit_state, (pointers, block.valid), reverse=True)
+    return lax.scan(body, exit_state, (pointers, block), reverse=True)
 
 
 def boundary_maps(entries, elements):

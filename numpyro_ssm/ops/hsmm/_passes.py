@@ -55,11 +55,13 @@ class SmootherPass(NamedTuple):
     first: jax.Array  # (K, D), p(z_1 = k, d_1 = d | y)
 
 
-def _setup(params: _LogParams, log_lik, mask, censoring):
+def _setup(params: _LogParams, log_lik, mask, censoring, parallel):
     steps = sequence_steps(log_lik, mask, censoring)
     num_steps = log_lik.shape[0]
-    max_duration = params.dur.shape[-1]
-    blocks = split_blocks(steps, block_length(num_steps, max_duration))
+    num_states, max_duration = params.dur.shape
+    itemsize = jnp.dtype(log_lik.dtype).itemsize
+    block = block_length(num_steps, max_duration, num_states, itemsize, parallel)
+    blocks = split_blocks(steps, block)
     alpha0, increment0 = _sum.first_message(params.first, jax.tree.map(lambda x: x[0], steps))
     return jnp.exp(params.trans), jnp.exp(params.dur), steps, blocks, alpha0, increment0
 
@@ -70,7 +72,9 @@ def _per_step(first, rest, num_steps):
 
 def filter_pass(params: _LogParams, log_lik, mask, parallel, censoring) -> FilterPass:
     """The filter of one sequence (``log_lik (T, K)``, ``mask (T,)``)."""
-    trans, dur, steps, blocks, alpha0, increment0 = _setup(params, log_lik, mask, censoring)
+    trans, dur, steps, blocks, alpha0, increment0 = _setup(
+        params, log_lik, mask, censoring, parallel
+    )
     num_steps = log_lik.shape[0]
     _, (filtered, predicted, increments), final, _ = forward_over_blocks(
         partial(_sum.forward_block, trans, dur),
@@ -93,9 +97,11 @@ def filter_pass(params: _LogParams, log_lik, mask, parallel, censoring) -> Filte
 
 def smoother_pass(params: _LogParams, log_lik, mask, parallel, censoring) -> SmootherPass:
     """Forward-backward of one sequence: filter outputs and posterior statistics."""
-    trans, dur, steps, blocks, alpha0, increment0 = _setup(params, log_lik, mask, censoring)
+    trans, dur, steps, blocks, alpha0, increment0 = _setup(
+        params, log_lik, mask, censoring, parallel
+    )
     num_steps = log_lik.shape[0]
-    entries, _, final, elements = forward_over_blocks(
+    entries, _, _, elements = forward_over_blocks(
         partial(_sum.forward_block, trans, dur),
         partial(_sum.transfer, trans, dur),
         _forward_combine,
@@ -115,7 +121,8 @@ def smoother_pass(params: _LogParams, log_lik, mask, parallel, censoring) -> Smo
         parallel,
         exits,
     )
-    filtered, predicted, increments, smoothed, starts, switches, durations = outputs
+    filtered, predicted, increments, smoothed, starts, switches, durations, exits = outputs
+    final = exits[-1]  # the last block's forward message, recomputed in the backward pass
     joint = alpha0 * beta0
     first = joint / jnp.where(jnp.sum(joint) > 0, jnp.sum(joint), 1.0)
     mask = jnp.broadcast_to(mask, (num_steps,))

@@ -19,13 +19,14 @@ recursion ``beta_t[k, r] = v[k, r - 1]`` for ``r >= 2`` and ``beta_t[k, 1] = sum
 sum_d p_j(d) v[j, d]``, with ``v = lik_{t+1} beta_{t+1}``.
 """
 
+import jax
 import jax.numpy as jnp
 from jax import lax
 from jax.scipy.special import logsumexp
 
 from numpyro_ssm.ops.hmm._common import _normalize, safe_log
 from numpyro_ssm.ops.hmm._forward import _forward_combine
-from numpyro_ssm.ops.hsmm._blocks import Steps
+from numpyro_ssm.ops.hsmm._blocks import Steps, where_valid
 from numpyro_ssm.ops.hsmm._common import lift
 from numpyro_ssm.ops.scan import prefix_scan
 
@@ -53,17 +54,15 @@ def predict(alpha, trans, dur):
 
 
 def step_weights(step: Steps, max_duration):
-    """``(weights (K, D), shift)``: the likelihood of each expanded state, over ``exp(shift)``.
+    """The likelihood of each expanded state, ``(..., K, D)``, over ``exp(step.shift)``.
 
-    ``weights[k, r] = exp(log_lik[k] - shift)``, times ``[r == 1]`` at the step where the last
-    segment must end; ``shift`` is the largest finite log-likelihood (no gradient).
+    ``lik[k]`` for every ``r``, times ``[r == 1]`` at the step where the last segment must end.
     """
-    peak = jnp.max(step.log_lik)
-    shift = lax.stop_gradient(jnp.where(jnp.isfinite(peak), peak, 0.0))
-    lik = jnp.exp(step.log_lik - shift)
-    weights = jnp.broadcast_to(lik[:, None], lik.shape + (max_duration,))
-    ends = weights * _first_only(max_duration, weights.dtype)
-    return jnp.where(step.end, ends, weights), shift
+    weights = jnp.broadcast_to(step.lik[..., None], step.lik.shape + (max_duration,))
+    if step.end is None:
+        return weights
+    ends = weights * lift(_first_only(max_duration, weights.dtype), weights.ndim)
+    return jnp.where(step.end[..., None, None], ends, weights)
 
 
 def update(alpha, step: Steps, trans, dur):
@@ -81,23 +80,22 @@ def update(alpha, step: Steps, trans, dur):
         (padding) step returns ``alpha`` and an increment of zero.
     """
     pred, _ = predict(alpha, trans, dur)
-    weights, shift = step_weights(step, dur.shape[-1])
-    joint = pred * lift(weights, pred.ndim)
+    joint = pred * lift(step_weights(step, dur.shape[-1]), pred.ndim)
     total = jnp.sum(joint, axis=(-2, -1))
     positive = total > 0
     safe_total = jnp.where(positive, total, 1.0)
     new = joint / safe_total[..., None, None]
-    log_total = jnp.where(positive, jnp.log(safe_total), -jnp.inf) + shift
-    new = jnp.where(step.valid, new, alpha)
-    return new, jnp.where(step.valid, log_total, 0.0), pred
+    log_total = jnp.where(positive, jnp.log(safe_total), -jnp.inf) + step.shift
+    return where_valid(step, new, alpha), where_valid(step, log_total, 0.0), pred
 
 
 def first_message(log_first, step: Steps):
     """``(alpha_1 (K, D), log p(y_1))`` from ``log_first (K, D) = log p(z_1, d_1)``."""
     max_duration = log_first.shape[-1]
     log_joint = log_first + step.log_lik[:, None]
-    ends = jnp.where(_first_only(max_duration, bool), log_joint, -jnp.inf)
-    log_joint = jnp.where(step.end, ends, log_joint)
+    if step.end is not None:
+        ends = jnp.where(_first_only(max_duration, bool), log_joint, -jnp.inf)
+        log_joint = jnp.where(step.end, ends, log_joint)
     log_total = logsumexp(log_joint)
     safe = jnp.where(jnp.isfinite(log_total), log_total, 0.0)
     return jnp.exp(log_joint - safe), log_total
@@ -143,8 +141,7 @@ def backward_step(beta, step: Steps, trans, dur):
 
     ``v = weights_{t+1} beta_{t+1}`` and ``seg[j] = sum_d p_j(d) v[j, d]``.
     """
-    weights, _ = step_weights(step, dur.shape[-1])
-    v = beta * weights
+    v = beta * step_weights(step, dur.shape[-1])
     seg = jnp.sum(dur * v, axis=-1)
     back = jnp.concatenate([(trans @ seg)[:, None], v[:, :-1]], axis=-1)
     back, _ = _normalize(back.reshape(-1), 0.0)
@@ -158,49 +155,49 @@ def _safe_divide(x, total):
 def smooth_block(trans, dur, entry, block: Steps, beta_exit):
     """Forward-backward through one block, from the forward message before it and ``beta_exit``.
 
-    The block's forward messages are recomputed from ``entry`` (the checkpoint), then a
-    backward loop combines them with the backward messages:
+    The forward messages do not depend on the backward ones, so one loop runs both: iteration
+    ``i`` advances the forward message to step ``i`` (recomputed from ``entry``, the
+    checkpoint) and the backward message to step ``C - 1 - i``. The posterior statistics then
+    come vectorized over the block's steps:
 
     - ``p(z_t = k | y) ∝ sum_r alpha_t[k, r] beta_t[k, r]``;
-    - with ``Z = sum pred_{t+1} v`` (``v`` and ``seg`` from :func:`backward_step`): a switch
-      ``i -> j`` between ``t`` and ``t + 1`` has probability ``alpha_t[i, 1] A[i, j] seg[j] / Z``,
-      a segment of ``j`` starting at ``t + 1`` with duration ``d`` has ``inflow[j] p_j(d) v[j,
-      d] / Z``.
+    - with ``v = weights_t beta_t``, ``seg[j] = sum_d p_j(d) v[j, d]`` and ``Z = sum pred_t
+      v``: a switch ``i -> j`` between ``t - 1`` and ``t`` has probability ``alpha_{t-1}[i, 1]
+      A[i, j] seg[j] / Z``, and a segment of ``j`` starting at ``t`` with duration ``d`` has
+      ``inflow[j] p_j(d) v[j, d] / Z``.
 
     Returns:
         ``(beta_before (K, D), outputs)``: the backward message at the step before the block, and
         ``(filtered (C, K), predicted (C, K), increments (C,), smoothed (C, K), starts (C, K),
-        switches (K, K), durations (K, D))`` with the last two summed over the block.
+        switches (K, K), durations (K, D), exit (K, D))`` with ``switches`` and ``durations``
+        summed over the block and ``exit`` the forward message after it.
     """
-    _, (filtered, predicted, increments, alphas) = forward_block(
-        trans, dur, entry, block, keep_messages=True
-    )
-    previous = jnp.concatenate([entry[None], alphas[:-1]])
-    num_states, max_duration = dur.shape
+    mirrored = jax.tree.map(lambda x: x[::-1], block)
 
     def body(carry, inputs):
-        beta, switches, durations = carry
-        alpha, alpha_prev, step = inputs
-        joint = alpha * beta
-        smoothed = _safe_divide(jnp.sum(joint, -1), jnp.sum(joint))
-        v, seg, back = backward_step(beta, step, trans, dur)
-        pred, inflow = predict(alpha_prev, trans, dur)
-        scale = _safe_divide(1.0, jnp.sum(pred * v))
-        switch = alpha_prev[:, 0, None] * trans * (seg * scale)[None, :]
-        duration = (inflow * scale)[:, None] * dur * v
-        start = inflow * seg * scale
-        carry = (
-            jnp.where(step.valid, back, beta),
-            switches + jnp.where(step.valid, switch, 0.0),
-            durations + jnp.where(step.valid, duration, 0.0),
-        )
-        return carry, (smoothed, start)
+        alpha, beta = carry
+        step, back_step = inputs
+        new, increment, pred = update(alpha, step, trans, dur)
+        _, _, before = backward_step(beta, back_step, trans, dur)
+        out = (new, jnp.sum(new, -1), jnp.sum(pred, -1), increment, beta)
+        return (new, where_valid(back_step, before, beta)), out
 
-    zeros = (jnp.zeros((num_states, num_states), dur.dtype), jnp.zeros_like(dur))
-    (before, switches, durations), (smoothed, starts) = lax.scan(
-        body, (beta_exit,) + zeros, (alphas, previous, block), reverse=True
-    )
-    return before, (filtered, predicted, increments, smoothed, starts, switches, durations)
+    (exit_, before), outputs = lax.scan(body, (entry, beta_exit), (block, mirrored))
+    alphas, filtered, predicted, increments, betas = outputs
+    betas = betas[::-1]
+    previous = jnp.concatenate([entry[None], alphas[:-1]])
+    joint = alphas * betas
+    smoothed = _safe_divide(jnp.sum(joint, -1), jnp.sum(joint, axis=(-2, -1))[:, None])
+    v = betas * step_weights(block, dur.shape[-1])
+    seg = jnp.sum(dur[None] * v, axis=-1)
+    pred, inflow = predict(previous, trans, dur)
+    scale = _safe_divide(1.0, jnp.sum(pred * v, axis=(-2, -1)))
+    scale = where_valid(block, scale, 0.0)[:, None]
+    switches = trans * ((previous[..., 0] * scale).T @ seg)
+    durations = dur * jnp.einsum("tk,tkd->kd", inflow * scale, v)
+    starts = inflow * seg * scale
+    outputs = (filtered, predicted, increments, smoothed, starts, switches, durations, exit_)
+    return before, outputs
 
 
 def _bounded_combine(earlier, later):

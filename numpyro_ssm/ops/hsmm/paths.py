@@ -28,15 +28,19 @@ from numpyro_ssm.ops.hsmm._blocks import (
     sequence_steps,
     split_blocks,
     unsplit,
+    where_valid,
 )
 from numpyro_ssm.ops.hsmm._common import _CORE_NDIMS, _LogParams, _prepare, _run_batched
 
 __all__ = ["hsmm_posterior_mode", "hsmm_posterior_sample"]
 
 
-def _layout(params: _LogParams, log_lik, mask, censoring):
+def _layout(params: _LogParams, log_lik, mask, censoring, parallel):
     steps = sequence_steps(log_lik, mask, censoring)
-    blocks = split_blocks(steps, block_length(log_lik.shape[0], params.dur.shape[-1]))
+    num_states, max_duration = params.dur.shape
+    itemsize = jnp.dtype(log_lik.dtype).itemsize
+    block = block_length(log_lik.shape[0], max_duration, num_states, itemsize, parallel)
+    blocks = split_blocks(steps, block)
     return jax.tree.map(lambda x: x[0], steps), blocks
 
 
@@ -46,7 +50,7 @@ def _states(before, states, max_duration, num_steps):
 
 
 def _mode_core(params: _LogParams, log_lik, mask, parallel, censoring):
-    step0, blocks = _layout(params, log_lik, mask, censoring)
+    step0, blocks = _layout(params, log_lik, mask, censoring, parallel)
     hz = _max.hazards(params.first, params.dur)
     entries, _, last, elements = forward_over_blocks(
         partial(_max.forward_block, params.trans, hz),
@@ -145,7 +149,7 @@ def _sample_block(trans, dur, entry, inputs, exit_state):
         switched = log_alpha[:, 0] + log_trans[:, j] + log_dur[j, left]
         logits = goes_on.at[:, 0].set(jnp.logaddexp(goes_on[:, 0], switched))
         before = jax.random.categorical(key, logits.reshape(-1))
-        return jnp.where(step.valid, before, state), j
+        return where_valid(step, before, state), j
 
     return lax.scan(body, exit_state, (previous, block, keys), reverse=True)
 
@@ -160,7 +164,7 @@ def _sample_maps(key, entries, elements):
 
 def _sample_core(key, first, trans, dur, log_lik, mask, parallel, censoring):
     params = _LogParams(first, trans, dur)
-    step0, blocks = _layout(params, log_lik, mask, censoring)
+    step0, blocks = _layout(params, log_lik, mask, censoring, parallel)
     trans, dur = jnp.exp(params.trans), jnp.exp(params.dur)
     alpha0, _ = _sum.first_message(params.first, step0)
     entries, _, last, elements = forward_over_blocks(

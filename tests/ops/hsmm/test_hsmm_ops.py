@@ -290,9 +290,11 @@ def test_self_transitions_are_dropped():
 
 
 def test_block_layout():
-    assert _blocks.block_length(10_000, 100) == 100
-    assert _blocks.block_length(10_001, 10) == 101
-    assert _blocks.block_length(10, 2) == 4
+    # serial: one block while the T (K, D) messages fit in WHOLE_BYTES, else sqrt(T) or D
+    assert _blocks.block_length(1000, 100, 5, 8, False) == 999
+    assert _blocks.block_length(10_000, 100, 5, 8, False) == 100
+    assert _blocks.block_length(10_001, 10, 50, 8, parallel=False) == 101
+    assert _blocks.block_length(10, 2, 3, 8, parallel=True) == 4
     steps = _blocks.sequence_steps(jnp.zeros((10, 2)), jnp.ones(10, bool), "right")
     blocks = _blocks.split_blocks(steps, 4)
     assert blocks.valid.shape == (3, 4)
