@@ -11,11 +11,13 @@ from numpyro_ssm.distributions._ssm import (
     is_state_space_model,
 )
 from numpyro_ssm.distributions.hmm import DiscreteHMM
+from numpyro_ssm.distributions.hsmm import DiscreteHSMM
 from numpyro_ssm.distributions.lgssm import LinearGaussianSSM
 
 __all__ = [
     "LATENT_METHODS",
     "DiscreteHMM",
+    "DiscreteHSMM",
     "LinearGaussianSSM",
     "SSMLatents",
     "StateSpaceModel",
