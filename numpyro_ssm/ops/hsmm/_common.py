@@ -157,6 +157,25 @@ def _prepare(
     return params, log_lik.astype(dtype), mask
 
 
+_ARGUMENTS = (
+    "initial_probs",
+    "initial_logits",
+    "first_segment_probs",
+    "transition_matrix",
+    "transition_logits",
+    "duration_probs",
+    "duration_logits",
+    "log_likelihoods",
+    "obs_mask",
+    "censoring",
+)
+
+
+def prepare_arguments(fn_name, arguments):
+    """:func:`_prepare` on a public op's arguments (its ``locals()`` on entry)."""
+    return _prepare(fn_name=fn_name, **{name: arguments[name] for name in _ARGUMENTS})
+
+
 _CORE_NDIMS = (2, 2, 2, 2, 1)  # first (K, D), trans (K, K), dur (K, D), log_lik (T, K), mask (T,)
 
 

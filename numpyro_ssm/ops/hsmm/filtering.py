@@ -4,7 +4,7 @@ from typing import NamedTuple
 
 import jax
 
-from numpyro_ssm.ops.hsmm._common import _prepare, _run_batched
+from numpyro_ssm.ops.hsmm._common import _run_batched, prepare_arguments
 from numpyro_ssm.ops.hsmm._passes import filter_pass, log_marginal
 
 __all__ = ["HSMMPosterior", "hsmm_filter", "hsmm_log_marginal"]
@@ -104,19 +104,7 @@ def hsmm_filter(
     Raises:
         ValueError: when shapes disagree (the message names the argument and its shape).
     """
-    params, log_lik, mask = _prepare(
-        initial_probs=initial_probs,
-        initial_logits=initial_logits,
-        first_segment_probs=first_segment_probs,
-        transition_matrix=transition_matrix,
-        transition_logits=transition_logits,
-        duration_probs=duration_probs,
-        duration_logits=duration_logits,
-        log_likelihoods=log_likelihoods,
-        obs_mask=obs_mask,
-        censoring=censoring,
-        fn_name="hsmm_filter",
-    )
+    params, log_lik, mask = prepare_arguments("hsmm_filter", locals())
     return _run_batched(_filter_core, parallel, censoring, params, log_lik, mask)
 
 
@@ -161,17 +149,5 @@ def hsmm_log_marginal(
     Raises:
         ValueError: when shapes disagree (the message names the argument and its shape).
     """
-    params, log_lik, mask = _prepare(
-        initial_probs=initial_probs,
-        initial_logits=initial_logits,
-        first_segment_probs=first_segment_probs,
-        transition_matrix=transition_matrix,
-        transition_logits=transition_logits,
-        duration_probs=duration_probs,
-        duration_logits=duration_logits,
-        log_likelihoods=log_likelihoods,
-        obs_mask=obs_mask,
-        censoring=censoring,
-        fn_name="hsmm_log_marginal",
-    )
+    params, log_lik, mask = prepare_arguments("hsmm_log_marginal", locals())
     return _run_batched(log_marginal, parallel, censoring, params, log_lik, mask)

@@ -30,7 +30,7 @@ from numpyro_ssm.ops.hsmm._blocks import (
     unsplit,
     where_valid,
 )
-from numpyro_ssm.ops.hsmm._common import _CORE_NDIMS, _LogParams, _prepare, _run_batched
+from numpyro_ssm.ops.hsmm._common import _CORE_NDIMS, _LogParams, _run_batched, prepare_arguments
 
 __all__ = ["hsmm_posterior_mode", "hsmm_posterior_sample"]
 
@@ -110,19 +110,7 @@ def hsmm_posterior_mode(
     Raises:
         ValueError: when shapes disagree (the message names the argument and its shape).
     """
-    params, log_lik, mask = _prepare(
-        initial_probs=initial_probs,
-        initial_logits=initial_logits,
-        first_segment_probs=first_segment_probs,
-        transition_matrix=transition_matrix,
-        transition_logits=transition_logits,
-        duration_probs=duration_probs,
-        duration_logits=duration_logits,
-        log_likelihoods=log_likelihoods,
-        obs_mask=obs_mask,
-        censoring=censoring,
-        fn_name="hsmm_posterior_mode",
-    )
+    params, log_lik, mask = prepare_arguments("hsmm_posterior_mode", locals())
     return _run_batched(_mode_core, parallel, censoring, params, log_lik, mask)
 
 
@@ -240,18 +228,6 @@ def hsmm_posterior_sample(
     Raises:
         ValueError: when shapes disagree (the message names the argument and its shape).
     """
-    params, log_lik, mask = _prepare(
-        initial_probs=initial_probs,
-        initial_logits=initial_logits,
-        first_segment_probs=first_segment_probs,
-        transition_matrix=transition_matrix,
-        transition_logits=transition_logits,
-        duration_probs=duration_probs,
-        duration_logits=duration_logits,
-        log_likelihoods=log_likelihoods,
-        obs_mask=obs_mask,
-        censoring=censoring,
-        fn_name="hsmm_posterior_sample",
-    )
+    params, log_lik, mask = prepare_arguments("hsmm_posterior_sample", locals())
     sample_shape = tuple(int(n) for n in sample_shape)
     return _run_sampler(parallel, censoring, sample_shape, key, params, log_lik, mask)

@@ -1,6 +1,6 @@
 """Forward-backward smoothing of an HSMM: state marginals, segment starts, expected counts."""
 
-from numpyro_ssm.ops.hsmm._common import _prepare, _run_batched
+from numpyro_ssm.ops.hsmm._common import _run_batched, prepare_arguments
 from numpyro_ssm.ops.hsmm._passes import smoother_pass
 from numpyro_ssm.ops.hsmm.filtering import HSMMPosterior
 
@@ -61,17 +61,5 @@ def hsmm_smoother(
     Raises:
         ValueError: when shapes disagree (the message names the argument and its shape).
     """
-    params, log_lik, mask = _prepare(
-        initial_probs=initial_probs,
-        initial_logits=initial_logits,
-        first_segment_probs=first_segment_probs,
-        transition_matrix=transition_matrix,
-        transition_logits=transition_logits,
-        duration_probs=duration_probs,
-        duration_logits=duration_logits,
-        log_likelihoods=log_likelihoods,
-        obs_mask=obs_mask,
-        censoring=censoring,
-        fn_name="hsmm_smoother",
-    )
+    params, log_lik, mask = prepare_arguments("hsmm_smoother", locals())
     return _run_batched(_smoother_core, parallel, censoring, params, log_lik, mask)
