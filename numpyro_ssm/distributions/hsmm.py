@@ -14,17 +14,14 @@ algorithm of :mod:`numpyro_ssm.ops.hsmm` in O(T K (K + D_max)).
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 from numpyro.distributions import constraints
 from numpyro.distributions.util import lazy_property
 
 from numpyro_ssm.distributions._emission import StateEmissionMixin, emission_shapes, shape_of
 from numpyro_ssm.distributions._hsmm_posterior import HSMMPosteriorMixin
-from numpyro_ssm.distributions._shapes import (
-    broadcast_batch_shapes,
-    check_plates,
-    infer_num_steps,
-    time_source,
-)
+from numpyro_ssm.distributions._hsmm_shapes import duration_support, hsmm_shapes, joint_table
+from numpyro_ssm.distributions._shapes import check_plates
 from numpyro_ssm.distributions._ssm import StateSpaceModel
 from numpyro_ssm.distributions._validation import (
     check_bool_mask,
@@ -40,120 +37,6 @@ __all__ = ["DiscreteHSMM"]
 
 _stochastic_matrix = constraints.independent(constraints.simplex, 1)
 _logits_matrix = constraints.independent(log_probability_vector, 1)
-
-
-class _JointTable(constraints._SingletonConstraint):
-    """Nonnegative ``(K, D)`` tables summing to one over both axes."""
-
-    event_dim = 2
-
-    def __call__(self, x):
-        x = jnp.asarray(x)
-        return jnp.all(x >= 0, axis=(-2, -1)) & (jnp.abs(jnp.sum(x, axis=(-2, -1)) - 1) < 1e-6)
-
-    def feasible_like(self, prototype):
-        return jnp.full_like(prototype, 1.0 / (prototype.shape[-1] * prototype.shape[-2]))
-
-
-def _duration_support(duration_dist, offset, max_duration):
-    """Check that ``offset + X``, ``X ~ duration_dist``, lies in ``1, 2, ...`` (truncated at D)."""
-    support = duration_dist.support
-    if not support.is_discrete or duration_dist.event_shape != ():
-        raise ValueError(
-            "DiscreteHSMM: duration_dist must be a scalar discrete distribution (durations "
-            f"d = duration_offset + X, X ~ duration_dist), got {type(duration_dist).__name__} "
-            f"with support {support} and event_shape {duration_dist.event_shape}."
-        )
-    lower = 0 if isinstance(support, type(constraints.boolean)) else support.lower_bound
-    if lower is None or isinstance(lower, jax.core.Tracer):
-        return
-    lowest, highest = int(np.min(lower)) + offset, int(np.max(lower)) + offset
-    if lowest < 1:
-        raise ValueError(
-            f"DiscreteHSMM: durations d = duration_offset + X with X ~ "
-            f"{type(duration_dist).__name__} (support {support}) start at {lowest}, outside "
-            f"1..max_duration={max_duration}. Shift the distribution: duration_offset="
-            f"{offset + 1 - lowest} makes d - {offset + 1 - lowest} ~ "
-            f"{type(duration_dist).__name__} (for example d - 1 ~ Poisson(rate))."
-        )
-    if highest > max_duration:
-        raise ValueError(
-            f"DiscreteHSMM: durations d = duration_offset + X start at {highest} for some state, "
-            f"beyond max_duration={max_duration}: no duration would be left. Raise max_duration."
-        )
-
-
-def _shapes(
-    initial, first, transition, duration, duration_is_table, emission, obs_mask, num_steps, D
-):
-    """Check the argument shapes; return ``(batch_shape, event_shape, T, K, D, source, parts)``."""
-    emission_batch, emission_event = emission
-    if first is not None:
-        if len(first) < 2:
-            raise ValueError(f"first_segment_probs must have shape (..., K, D_max), got {first}.")
-        num_states, initial_batch = first[-2], first[:-2]
-    else:
-        if len(initial) < 1:
-            raise ValueError(
-                f"initial_probs/initial_logits must have shape (..., K), got {initial}."
-            )
-        num_states, initial_batch = initial[-1], initial[:-1]
-    if len(transition) < 2 or transition[-2:] != (num_states, num_states):
-        raise ValueError(
-            f"DiscreteHSMM: transition_matrix/transition_logits must have shape (K, K) or "
-            f"(..., 1, K, K) with K={num_states} from the initial distribution, got {transition}."
-        )
-    if len(transition) >= 3 and transition[-3] != 1:
-        raise ValueError(
-            f"DiscreteHSMM: transition_matrix/transition_logits has shape {transition}; its axis "
-            f"-3 is a time axis, and HSMM transitions are homogeneous. Write a batch of "
-            f"{transition[-3]} matrices as {transition[:-2] + (1,) + transition[-2:]}."
-        )
-    if duration_is_table:
-        if len(duration) < 2 or duration[-2] != num_states or duration[-1] < 1:
-            raise ValueError(
-                f"DiscreteHSMM: duration_probs/duration_logits must have shape (..., K, D_max) "
-                f"with K={num_states} and D_max >= 1, got {duration}."
-            )
-        duration_batch = duration[:-2]
-    else:
-        if duration and duration[-1] not in (1, num_states):
-            raise ValueError(
-                f"DiscreteHSMM: duration_dist must have batch shape (..., K) with K={num_states} "
-                f"(one duration distribution per state) or a scalar batch, got {duration}."
-            )
-        duration_batch = duration[:-1]
-    if first is not None and first[-1] != D:
-        raise ValueError(
-            f"DiscreteHSMM: first_segment_probs {first} has {first[-1]} durations, but "
-            f"max_duration is {D}."
-        )
-    if not emission_batch or emission_batch[-1] != num_states:
-        raise ValueError(
-            f"DiscreteHSMM: emission_dist must have the K={num_states} states as its rightmost "
-            f"batch axis, got batch_shape {emission_batch} (event_shape {emission_event}). "
-            "Example: dist.Poisson(rates) with rates (K,); time-varying: (..., T, K)."
-        )
-    time_axes = [
-        ("emission_dist batch_shape", emission_batch, -2 if len(emission_batch) >= 2 else None, 0)
-    ]
-    if obs_mask is not None:
-        if len(obs_mask) < 1:
-            raise ValueError(f"obs_mask must have shape (..., T), got {obs_mask}.")
-        time_axes.append(("obs_mask", obs_mask, -1, 0))
-    num_steps_ = infer_num_steps(time_axes, num_steps)
-    parts = {
-        "initial_probs" if first is None else "first_segment_probs": initial_batch,
-        "transition_matrix": transition[:-3],
-        "durations": duration_batch,
-        "emission_dist": emission_batch[:-2],
-    }
-    if obs_mask is not None:
-        parts["obs_mask"] = obs_mask[:-1]
-    batch_shape = broadcast_batch_shapes(parts)
-    source = time_source(time_axes, num_steps)
-    event_shape = (num_steps_,) + emission_event
-    return batch_shape, event_shape, num_steps_, num_states, source, parts
 
 
 class DiscreteHSMM(HSMMPosteriorMixin, StateEmissionMixin, StateSpaceModel):
@@ -232,7 +115,7 @@ class DiscreteHSMM(HSMMPosteriorMixin, StateEmissionMixin, StateSpaceModel):
     arg_constraints = {
         "initial_probs": constraints.simplex,
         "initial_logits": log_probability_vector,
-        "first_segment_probs": _JointTable(),
+        "first_segment_probs": joint_table,
         "transition_matrix": _stochastic_matrix,
         "transition_logits": _logits_matrix,
         "duration_probs": _stochastic_matrix,
@@ -319,7 +202,7 @@ class DiscreteHSMM(HSMMPosteriorMixin, StateEmissionMixin, StateSpaceModel):
         self.parallel = bool(parallel)
         shape_args = {name: shape_of(arg) for name, arg in arrays.items()}
         batch_shape, event_shape, self.num_steps, self.num_states, source, parts = (
-            self.infer_shapes(
+            self.inferhsmm_shapes(
                 emission_dist=emission_dist,
                 duration_dist=duration_dist,
                 max_duration=max_duration,
@@ -331,7 +214,7 @@ class DiscreteHSMM(HSMMPosteriorMixin, StateEmissionMixin, StateSpaceModel):
         )
         self.max_duration = self._max_duration(max_duration, duration_probs, duration_logits)
         if duration_dist is not None:
-            _duration_support(duration_dist, self.duration_offset, self.max_duration)
+            duration_support(duration_dist, self.duration_offset, self.max_duration)
         check_plates(parts, "DiscreteHSMM")
         self._time_source = source
         super().__init__(batch_shape, event_shape, validate_args=validate_args)
@@ -382,7 +265,7 @@ class DiscreteHSMM(HSMMPosteriorMixin, StateEmissionMixin, StateSpaceModel):
             )
 
     @classmethod
-    def infer_shapes(
+    def inferhsmm_shapes(
         cls,
         initial_probs=None,
         transition_matrix=None,
@@ -438,7 +321,7 @@ class DiscreteHSMM(HSMMPosteriorMixin, StateEmissionMixin, StateSpaceModel):
             )
         duration = tuple(table) if table is not None else emission_shapes(duration_dist)[0]
         max_duration = cls._max_duration(max_duration, duration_probs, duration_logits)
-        shapes = _shapes(
+        shapes = hsmm_shapes(
             None if initial is None else tuple(initial),
             None if first_segment_probs is None else tuple(first_segment_probs),
             tuple(transition),
@@ -578,11 +461,42 @@ class DiscreteHSMM(HSMMPosteriorMixin, StateEmissionMixin, StateSpaceModel):
         ).smoothed_probs
 
     def _sample_states(self, key, sample_shape):
-        """Prior state paths: backward sampling with no observations (exact, either censoring)."""
-        return hsmm_ops.hsmm_posterior_sample(
-            key,
-            log_likelihoods=self._prior_log_likelihoods(),
-            parallel=self.parallel,
-            sample_shape=tuple(sample_shape),
-            **self._op_kwargs(),
-        )
+        """Prior state paths, shape ``sample_shape + batch_shape + (T,)``.
+
+        ``censoring="right"``: the segment process simulated forward (state and steps left).
+        ``censoring="none"``: backward sampling with no observations, which conditions the
+        paths on a segment ending at the last step (exact).
+        """
+        if self.censoring == "none":
+            return hsmm_ops.hsmm_posterior_sample(
+                key,
+                log_likelihoods=self._prior_log_likelihoods(),
+                parallel=self.parallel,
+                sample_shape=tuple(sample_shape),
+                **self._op_kwargs(),
+            )
+        shape = tuple(sample_shape) + self.batch_shape
+        num_states, max_duration = self.num_states, self.max_duration
+        log_first, log_trans, log_dur = self._log_params()
+        first_key, step_key = jax.random.split(key)
+        flat = log_first.reshape(log_first.shape[:-2] + (num_states * max_duration,))
+        first = jax.random.categorical(first_key, jnp.broadcast_to(flat, shape + flat.shape[-1:]))
+        log_trans = jnp.broadcast_to(log_trans, shape + (num_states, num_states))
+        log_dur = jnp.broadcast_to(log_dur, shape + (num_states, max_duration))
+
+        def row(table, index):
+            return jnp.take_along_axis(table, index[..., None, None], axis=-2)[..., 0, :]
+
+        def step(carry, key_t):
+            state, left = carry  # left: steps of the segment after this one
+            switch_key, duration_key = jax.random.split(key_t)
+            following = jax.random.categorical(switch_key, row(log_trans, state))
+            duration = jax.random.categorical(duration_key, row(log_dur, following))
+            ends = left == 0
+            state = jnp.where(ends, following, state)
+            return (state, jnp.where(ends, duration, left - 1)), state
+
+        start = (first // max_duration, first % max_duration)
+        keys = jax.random.split(step_key, self.num_steps - 1)
+        _, rest = lax.scan(step, start, keys)
+        return jnp.moveaxis(jnp.concatenate([start[0][None], rest], axis=0), 0, -1)
