@@ -25,6 +25,7 @@ EXPECTED_FIGURES = {
         "lgssm_trace_h_d_fixed.png",
     },
     "nile_local_level": {"nile_local_level.png", "nile_local_level_trace.png"},
+    "geyser": {"geyser_dwell_times.png", "geyser_states.png"},
 }
 
 
