@@ -202,7 +202,7 @@ class DiscreteHSMM(HSMMPosteriorMixin, StateEmissionMixin, StateSpaceModel):
         self.parallel = bool(parallel)
         shape_args = {name: shape_of(arg) for name, arg in arrays.items()}
         batch_shape, event_shape, self.num_steps, self.num_states, source, parts = (
-            self.inferhsmm_shapes(
+            self.infer_shapes(
                 emission_dist=emission_dist,
                 duration_dist=duration_dist,
                 max_duration=max_duration,
@@ -265,7 +265,7 @@ class DiscreteHSMM(HSMMPosteriorMixin, StateEmissionMixin, StateSpaceModel):
             )
 
     @classmethod
-    def inferhsmm_shapes(
+    def infer_shapes(
         cls,
         initial_probs=None,
         transition_matrix=None,
