@@ -58,6 +58,28 @@ class HSMMPosteriorMixin:
         """
         return self._run_op(hsmm_ops.hsmm_smoother, value)
 
+    def posterior_durations(self, value):
+        """Posterior dwell-time distributions: ``p(d | a segment of state k, y_{1:T})``.
+
+        The smoother's expected number of segments of state ``k`` with duration ``d``
+        (``expected_durations``, every segment counted, the right-censored last one with its
+        posterior total duration), normalized over ``d``: the distribution of the duration of a
+        segment of state ``k`` drawn at random from the posterior segmentations, weighted by
+        their number of such segments. A state with no expected segment (its probability
+        underflows) keeps its prior row ``duration_probs[k]``.
+
+        Args:
+            value: observations, shape ``batch_shape + (T,) + E``.
+
+        Returns:
+            Shape ``batch_shape + (K, D_max)``, rows summing to one.
+        """
+        counts = self.smooth(value).expected_durations
+        total = jnp.sum(counts, axis=-1, keepdims=True)
+        seen = total > 0
+        normalized = counts / jnp.where(seen, total, 1.0)
+        return jnp.where(seen, normalized, jnp.broadcast_to(self.duration_probs, counts.shape))
+
     def posterior_mode(self, value):
         """The MAP segmentation as its state path, shape ``batch_shape + (T,)``.
 

@@ -85,6 +85,22 @@ def test_duration_table_and_dist_agree_and_truncation_renormalizes():
     )
 
 
+def test_posterior_durations_against_brute_force():
+    table = np.random.default_rng(7).dirichlet(np.ones(4), size=K)
+    hsmm = DiscreteHSMM(PI, SWITCH, dist.Poisson(RATES), duration_probs=table, num_steps=7)
+    y = Y[:7]
+    log_lik = stats.poisson.logpmf(y[:, None], RATES)
+    ref = hsmm_brute_force(PI[:, None] * table, SWITCH, table, log_lik).expected_durations
+    got = hsmm.posterior_durations(y)
+    np.testing.assert_allclose(got, ref / ref.sum(-1, keepdims=True), rtol=1e-9)
+    # a state no posterior segmentation visits keeps its prior row
+    never = DiscreteHSMM(
+        np.array([1.0, 0.0]), SWITCH, dist.Poisson(RATES), duration_probs=np.eye(4)[[3, 3]],
+        num_steps=3,
+    )  # fmt: skip
+    np.testing.assert_allclose(never.posterior_durations(y[:3]), np.eye(4)[[3, 3]])
+
+
 def test_emissions_time_varying_and_multivariate():
     rng = np.random.default_rng(1)
     loc = rng.normal(size=(T, K))
