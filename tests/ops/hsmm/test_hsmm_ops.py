@@ -264,6 +264,28 @@ def test_gradient_finite_at_T_1e5_float32():
     assert np.all(np.isfinite(grad)) and np.any(grad != 0)
 
 
+def test_gradient_memory_grows_as_T_K_not_T_K_D():
+    # XLA's buffer plan of value+grad (compiled, not run) at two lengths whose messages exceed
+    # the 4 MB below which the serial passes keep them all: the growth per step is a few
+    # (T, K) arrays, far below the K * D_max floats per step that keeping messages would need.
+    k, d = 2, 64
+    pi, a, p, _ = random_hsmm(np.random.default_rng(10), k, d, 1)
+
+    def peak_bytes(t):
+        def log_marginal(log_lik):
+            return hsmm_log_marginal(pi, a, p, log_lik)
+
+        stats = jax.jit(jax.grad(log_marginal)).lower(jnp.zeros((t, k))).compile()
+        stats = stats.memory_analysis()
+        assert stats is not None, "the CPU backend gives XLA's memory analysis"
+        return stats.argument_size_in_bytes + stats.output_size_in_bytes + stats.temp_size_in_bytes
+
+    t1, t2 = 8_000, 16_000
+    assert t1 * k * d * 8 > 4 * 2**20
+    per_step = (peak_bytes(t2) - peak_bytes(t1)) / (t2 - t1)
+    assert per_step < 12 * k * 8 < k * d * 8 / 5, per_step
+
+
 def test_one_state_and_one_step():
     ll = np.random.default_rng(9).normal(size=(5, 1))
     p = np.array([[0.5, 0.3, 0.2]])
