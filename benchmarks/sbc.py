@@ -1,4 +1,4 @@
-"""Simulation-based calibration of the HMM and linear-Gaussian families (docs/calibration.md).
+"""Simulation-based calibration of the HMM, HSMM and linear-Gaussian families (docs/calibration.md).
 
 For each model below, ``numpyro_ssm.infer.run_sbc`` draws parameters from the prior, simulates a
 data set with the distribution's own ``sample``, fits it by NUTS (2 chains, vectorized with the
@@ -13,7 +13,10 @@ of Säilynoja, Bürkner & Vehtari 2022) and plotted (``docs/_static/sbc/<model>.
 - ``local_level``: the local level model (random walk plus noise), both scales unknown, T = 50;
 - ``lgssm_2d``: two AR(1) states observed through a fixed 2 x 2 loading matrix, unknown AR
   coefficients, state scale and the two observation scales, T = 50 with 20% of the entries
-  missing (a fixed random entry mask).
+  missing (a fixed random entry mask);
+- ``hsmm_poisson``: 2-state Poisson hidden semi-Markov model, ordered rates, durations
+  ``d - 1 ~ Poisson(dwell_k)`` truncated at 15, one dwell rate per state, T = 60 with the HMM's
+  mask (the last segment right-censored).
 
 Typical use (results to docs/_static/sbc/, a markdown table on stdout)::
 
@@ -36,7 +39,7 @@ import numpy as np  # noqa: E402
 import numpyro  # noqa: E402
 import numpyro.distributions as dist  # noqa: E402
 
-from numpyro_ssm import DiscreteHMM, LinearGaussianSSM  # noqa: E402
+from numpyro_ssm import DiscreteHMM, DiscreteHSMM, LinearGaussianSSM  # noqa: E402
 from numpyro_ssm.infer import plot_sbc_ranks, run_sbc, sbc_summary  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,11 +105,28 @@ def lgssm_2d(y=None):
     numpyro.sample("y", ssm, obs=y)
 
 
+def hsmm_poisson(y=None):
+    low = numpyro.sample("low", dist.Gamma(4.0, 2.0))
+    gap = numpyro.sample("gap", dist.Gamma(6.0, 1.0))
+    dwell = numpyro.sample("dwell", dist.Gamma(6.0, 2.0).expand([2]).to_event(1))
+    hsmm = DiscreteHSMM(
+        jnp.ones(2) / 2,
+        jnp.array([[0.0, 1.0], [1.0, 0.0]]),
+        dist.Poisson(jnp.stack([low, low + gap])),
+        dist.Poisson(dwell),
+        duration_offset=1,
+        max_duration=15,
+        obs_mask=HMM_MASK,
+    )
+    numpyro.sample("y", hsmm, obs=y)
+
+
 MODELS = {
     "hmm_poisson": hmm_poisson,
     "hmm_gaussian": hmm_gaussian,
     "local_level": local_level,
     "lgssm_2d": lgssm_2d,
+    "hsmm_poisson": hsmm_poisson,
 }
 
 
