@@ -1,4 +1,4 @@
-"""Simulation-based calibration of the HMM, linear-Gaussian and particle families.
+"""Simulation-based calibration of the HMM, HSMM, linear-Gaussian and particle families.
 
 The results are in docs/calibration.md.
 
@@ -20,6 +20,9 @@ of Säilynoja, Bürkner & Vehtari 2022) and plotted (``docs/_static/sbc/<model>.
   a ``ParticleSSM`` (unknown ``mu``, ``phi`` through a Beta, ``sigma``), T = 100, fitted by one
   PMMH chain per replication (``pmmh_posterior_fn``: N = 64 particles, correlated moves
   ``rho = 0.9``), with ``PMMH_STEPS`` times the NUTS warm-up, draws and thinning.
+- ``hsmm_poisson``: 2-state Poisson hidden semi-Markov model, ordered rates, durations
+  ``d - 1 ~ Poisson(dwell_k)`` truncated at 15, one dwell rate per state, T = 60 with the HMM's
+  mask (the last segment right-censored).
 
 Typical use (results to docs/_static/sbc/, a markdown table on stdout)::
 
@@ -42,7 +45,7 @@ import numpy as np  # noqa: E402
 import numpyro  # noqa: E402
 import numpyro.distributions as dist  # noqa: E402
 
-from numpyro_ssm import DiscreteHMM, LinearGaussianSSM, ParticleSSM  # noqa: E402
+from numpyro_ssm import DiscreteHMM, DiscreteHSMM, LinearGaussianSSM, ParticleSSM  # noqa: E402
 from numpyro_ssm.infer import (  # noqa: E402
     plot_sbc_ranks,
     pmmh_posterior_fn,
@@ -140,12 +143,29 @@ def sv_particle(y=None):
     numpyro.sample("y", ssm, obs=y)
 
 
+def hsmm_poisson(y=None):
+    low = numpyro.sample("low", dist.Gamma(4.0, 2.0))
+    gap = numpyro.sample("gap", dist.Gamma(6.0, 1.0))
+    dwell = numpyro.sample("dwell", dist.Gamma(6.0, 2.0).expand([2]).to_event(1))
+    hsmm = DiscreteHSMM(
+        jnp.ones(2) / 2,
+        jnp.array([[0.0, 1.0], [1.0, 0.0]]),
+        dist.Poisson(jnp.stack([low, low + gap])),
+        dist.Poisson(dwell),
+        duration_offset=1,
+        max_duration=15,
+        obs_mask=HMM_MASK,
+    )
+    numpyro.sample("y", hsmm, obs=y)
+
+
 MODELS = {
     "hmm_poisson": hmm_poisson,
     "hmm_gaussian": hmm_gaussian,
     "local_level": local_level,
     "lgssm_2d": lgssm_2d,
     "sv_particle": sv_particle,
+    "hsmm_poisson": hsmm_poisson,
 }
 PARTICLE_MODELS = {"sv_particle"}
 

@@ -2,10 +2,11 @@
 
 from numpyro_ssm import infer, ops
 from numpyro_ssm._padding import pad_sequences, unpad
-from numpyro_ssm.distributions import DiscreteHMM, LinearGaussianSSM, ParticleSSM
+from numpyro_ssm.distributions import DiscreteHMM, DiscreteHSMM, LinearGaussianSSM, ParticleSSM
 
 __all__ = [
     "DiscreteHMM",
+    "DiscreteHSMM",
     "LinearGaussianSSM",
     "ParticleSSM",
     "infer",

@@ -336,3 +336,172 @@ def ecdf_min_tail_statistic(ranks, num_draws, thresholds):
 def uniform_rank_sets(rng, num_sets, num_replications, num_draws):
     """``(num_sets, N)`` independent sets of ranks, each uniform on ``0..num_draws``."""
     return rng.integers(0, num_draws + 1, size=(num_sets, num_replications))
+
+
+# ------------------------------------------------------------------------------------------------
+# Hidden semi-Markov models (explicit durations)
+#
+# - ``hsmm_brute_force``: enumerates every sequence of segments (state, drawn duration) that
+#   covers T steps: exact marginals, expected counts, the MAP segmentation and each state path's
+#   posterior probability.
+# - ``hsmm_expanded_hmm``: the same model as an HMM on the time-left expanded state (k, r), whose
+#   transition matrix is (K D) x (K D); any HMM code then gives the HSMM's likelihood.
+# - ``negative_binomial_chain_hmm``: an HSMM whose durations are r + NegativeBinomial(r, q) as an
+#   HMM with r sub-states per state in series, each left with probability 1 - q.
+
+
+class BruteForceHSMM(NamedTuple):
+    log_marginal: float
+    smoothed_probs: np.ndarray  # (T, K)
+    segment_start_probs: np.ndarray  # (T, K)
+    expected_transitions: np.ndarray  # (K, K)
+    expected_durations: np.ndarray  # (K, D), drawn durations, every segment
+    mode: np.ndarray  # (T,), the MAP segmentation's state path
+    path_probs: dict  # state path (tuple) -> posterior probability
+
+
+def _segment_sequences(K, D, T):
+    """Every list of segments ``[(state, duration), ...]`` whose durations first cover T steps.
+
+    Consecutive segments have different states (unless K == 1)."""
+    out = []
+
+    def grow(segments, covered):
+        if covered >= T:
+            out.append(list(segments))
+            return
+        for k in range(K):
+            if segments and K > 1 and k == segments[-1][0]:
+                continue
+            for d in range(1, D + 1):
+                segments.append((k, d))
+                grow(segments, covered + d)
+                segments.pop()
+
+    grow([], 0)
+    return out
+
+
+def hsmm_brute_force(
+    first_segment_probs, transition_matrix, duration_probs, log_likelihoods, *, end_at=None
+):
+    """Enumerate every segmentation of a small HSMM (NumPy, float64).
+
+    The last segment's drawn duration may run past T (right censoring: summing over it gives
+    the survival function). With ``end_at = tau`` only segmentations with a segment ending
+    exactly at step ``tau`` (0-based) count (``censoring="none"``).
+
+    Args:
+        first_segment_probs: (K, D), p(z_1 = k, d_1 = d).
+        transition_matrix: (K, K), zero diagonal (K >= 2).
+        duration_probs: (K, D).
+        log_likelihoods: (T, K), zero at masked steps.
+        end_at: None, or the step where a segment must end.
+    """
+    first = np.asarray(first_segment_probs, dtype=float)
+    A = np.asarray(transition_matrix, dtype=float)
+    P = np.asarray(duration_probs, dtype=float)
+    ll = np.asarray(log_likelihoods, dtype=float)
+    T, K = ll.shape
+    D = P.shape[1]
+    records = []
+    for segments in _segment_sequences(K, D, T):
+        k0, d0 = segments[0]
+        prob = first[k0, d0 - 1]
+        for (i, _), (j, d) in zip(segments[:-1], segments[1:], strict=True):
+            prob *= A[i, j] * P[j, d - 1]
+        if prob == 0:
+            continue
+        path = np.concatenate([np.full(d, k) for k, d in segments])[:T]
+        ends = np.cumsum([d for _, d in segments]) - 1
+        if end_at is not None and end_at not in ends:
+            continue
+        log_joint = np.log(prob) + ll[np.arange(T), path].sum()
+        records.append((segments, path, log_joint))
+    log_joints = np.array([r[2] for r in records])
+    log_marginal = _logsumexp(log_joints)
+    weights = np.exp(log_joints - log_marginal)
+    smoothed = np.zeros((T, K))
+    starts = np.zeros((T, K))
+    switches = np.zeros((K, K))
+    durations = np.zeros((K, D))
+    path_probs: dict = {}
+    segmentation_probs: dict = {}
+    for (segments, path, _), w in zip(records, weights, strict=True):
+        smoothed[np.arange(T), path] += w
+        begin = 0
+        for n, (k, d) in enumerate(segments):
+            if begin < T:
+                starts[begin, k] += w
+            durations[k, d - 1] += w
+            if n:
+                switches[segments[n - 1][0], k] += w
+            begin += d
+        path_probs[tuple(path)] = path_probs.get(tuple(path), 0.0) + w
+        seen = tuple((k, min(d, T - b)) for (k, d), b in _with_begins(segments))
+        segmentation_probs[seen] = segmentation_probs.get(seen, 0.0) + w
+    best = max(segmentation_probs, key=segmentation_probs.get)
+    mode = np.concatenate([np.full(d, k) for k, d in best])
+    return BruteForceHSMM(log_marginal, smoothed, starts, switches, durations, mode, path_probs)
+
+
+def _with_begins(segments):
+    begin = 0
+    for k, d in segments:
+        yield (k, d), begin
+        begin += d
+
+
+def hsmm_expanded_hmm(first_segment_probs, transition_matrix, duration_probs):
+    """The HSMM as an HMM on the time-left state (k, r), r = 1..D, index k * D + r - 1.
+
+    Returns:
+        ``(initial (K D,), transition (K D, K D))``: (k, r) -> (k, r - 1) for r >= 2, and
+        (i, 1) -> (j, d) with probability A[i, j] p_j(d). Emissions of (k, r) are state k's.
+    """
+    first = np.asarray(first_segment_probs, dtype=float)
+    A = np.asarray(transition_matrix, dtype=float)
+    P = np.asarray(duration_probs, dtype=float)
+    K, D = P.shape
+    M = np.zeros((K * D, K * D))
+    for k in range(K):
+        for r in range(1, D):
+            M[k * D + r, k * D + r - 1] = 1.0
+        for j in range(K):
+            M[k * D, j * D : (j + 1) * D] += A[k, j] * P[j]
+    return first.reshape(-1), M
+
+
+def negative_binomial_chain_hmm(initial_probs, transition_matrix, stages, stay_probs):
+    """An HMM whose dwell time in state k is ``stages[k] + NegativeBinomial(stages[k], q_k)``.
+
+    State k becomes ``stages[k]`` sub-states in series; each is kept with probability
+    ``q_k = stay_probs[k]`` and left for the next with ``1 - q_k``; the last one leaves to the
+    first sub-state of j with ``(1 - q_k) A[k, j]``. A dwell time is then a sum of
+    ``stages[k]`` geometric times on {1, 2, ...}: ``d - r`` counts the stays, negative binomial
+    with ``r`` "failures" (moves) and stay probability ``q``.
+
+    Returns:
+        ``(initial (S,), transition (S, S), owner (S,))`` with ``owner[s]`` the HSMM state of
+        sub-state s (emissions of s are owner[s]'s).
+    """
+    A = np.asarray(transition_matrix, dtype=float)
+    K = A.shape[0]
+    offsets = np.concatenate([[0], np.cumsum(stages)])
+    S = offsets[-1]
+    M = np.zeros((S, S))
+    init = np.zeros(S)
+    owner = np.zeros(S, dtype=int)
+    for k in range(K):
+        q = stay_probs[k]
+        init[offsets[k]] = initial_probs[k]
+        for i in range(stages[k]):
+            s = offsets[k] + i
+            owner[s] = k
+            M[s, s] = q
+            if i + 1 < stages[k]:
+                M[s, s + 1] = 1 - q
+            else:
+                for j in range(K):
+                    M[s, offsets[j]] += (1 - q) * A[k, j]
+    return init, M, owner

@@ -26,6 +26,7 @@ EXPECTED_FIGURES = {
     },
     "nile_local_level": {"nile_local_level.png", "nile_local_level_trace.png"},
     "stochastic_volatility": {"stochastic_volatility.png", "stochastic_volatility_trace.png"},
+    "geyser": {"geyser_dwell_times.png", "geyser_states.png"},
 }
 
 

@@ -11,7 +11,16 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["SP500", "Earthquakes", "Nile", "load_earthquakes", "load_nile", "load_sp500"]
+__all__ = [
+    "SP500",
+    "Earthquakes",
+    "Geyser",
+    "Nile",
+    "load_earthquakes",
+    "load_geyser",
+    "load_nile",
+    "load_sp500",
+]
 
 
 class Earthquakes(NamedTuple):
@@ -25,6 +34,20 @@ class Earthquakes(NamedTuple):
 
     years: np.ndarray
     counts: np.ndarray
+
+
+class Geyser(NamedTuple):
+    """Old Faithful eruptions, 1–15 August 1985 (Azzalini & Bowman 1990; R's ``MASS::geyser``).
+
+    Attributes:
+        waiting: shape ``(299,)``, float minutes from the start of the previous eruption to the
+            start of this one.
+        duration: shape ``(299,)``, float eruption length in minutes. Some night-time
+            durations were only recorded as short, medium or long, and are coded 2, 3 and 4.
+    """
+
+    waiting: np.ndarray
+    duration: np.ndarray
 
 
 class Nile(NamedTuple):
@@ -135,4 +158,33 @@ def load_sp500() -> SP500:
         dates=np.asarray(columns["date"], dtype="datetime64[D]"),
         close=close,
         returns=100.0 * np.diff(np.log(close)),
+    )
+
+
+def load_geyser() -> Geyser:
+    """Load the 299 consecutive eruptions of the Old Faithful geyser, 1–15 August 1985.
+
+    Eruption lengths and the waiting times between eruption starts, measured continuously by
+    Azzalini & Bowman, "A look at some data on the Old Faithful geyser", *Applied Statistics*
+    39(3), 357–365 (1990), in the version of R's ``MASS`` package (``MASS::geyser``; Venables &
+    Ripley, *Modern Applied Statistics with S*, 4th ed., Springer, 2002). From ``MASS``
+    7.3-30 on, ``waiting[t]`` is the time *before* eruption ``t``: a short eruption ``t`` is
+    followed by a short ``waiting[t + 1]``. Short eruptions (about 2 minutes) almost never
+    follow each other, while long ones come in runs of varied length: a classic case for
+    explicit state durations.
+
+    Returns:
+        A :class:`Geyser` tuple with ``waiting`` and ``duration``, float arrays of shape
+        ``(299,)``.
+
+    Example:
+        >>> from numpyro_ssm.datasets import load_geyser
+        >>> data = load_geyser()
+        >>> data.duration.shape
+        (299,)
+    """
+    columns = _read_columns("geyser.csv")
+    return Geyser(
+        waiting=np.asarray(columns["waiting"], dtype=np.float64),
+        duration=np.asarray(columns["duration"], dtype=np.float64),
     )

@@ -11,12 +11,14 @@ from numpyro_ssm.distributions._ssm import (
     is_state_space_model,
 )
 from numpyro_ssm.distributions.hmm import DiscreteHMM
+from numpyro_ssm.distributions.hsmm import DiscreteHSMM
 from numpyro_ssm.distributions.lgssm import LinearGaussianSSM
 from numpyro_ssm.distributions.particle import ParticleSSM
 
 __all__ = [
     "LATENT_METHODS",
     "DiscreteHMM",
+    "DiscreteHSMM",
     "LinearGaussianSSM",
     "ParticleSSM",
     "SSMLatents",

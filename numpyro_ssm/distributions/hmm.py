@@ -14,9 +14,10 @@ forward algorithm of :mod:`numpyro_ssm.ops.hmm` (serial, or parallel-in-time wit
 import jax
 import jax.numpy as jnp
 from jax import lax
-from numpyro.distributions import Distribution, constraints
+from numpyro.distributions import constraints
 from numpyro.distributions.util import lazy_property
 
+from numpyro_ssm.distributions._emission import StateEmissionMixin, emission_shapes, shape_of
 from numpyro_ssm.distributions._hmm_posterior import HMMPosteriorMixin
 from numpyro_ssm.distributions._shapes import (
     broadcast_batch_shapes,
@@ -38,23 +39,6 @@ __all__ = ["DiscreteHMM"]
 
 _stochastic_matrix = constraints.independent(constraints.simplex, 1)
 _logits_matrix = constraints.independent(log_probability_vector, 1)
-
-
-def _shape_of(x):
-    if x is None:
-        return None
-    return tuple(x) if isinstance(x, tuple) else jnp.shape(x)
-
-
-def _emission_shapes(emission_dist):
-    if isinstance(emission_dist, tuple):
-        return tuple(emission_dist[0]), tuple(emission_dist[1])
-    if not isinstance(emission_dist, Distribution):
-        raise ValueError(
-            "emission_dist must be a numpyro Distribution whose rightmost batch axis is the K "
-            f"states, got {type(emission_dist).__name__}."
-        )
-    return tuple(emission_dist.batch_shape), tuple(emission_dist.event_shape)
 
 
 def _hmm_shapes(
@@ -108,7 +92,7 @@ def _hmm_shapes(
     return batch_shape, (T,) + emission_event, T, num_states, source, batch_shapes
 
 
-class DiscreteHMM(HMMPosteriorMixin, StateSpaceModel):
+class DiscreteHMM(HMMPosteriorMixin, StateEmissionMixin, StateSpaceModel):
     r"""Hidden Markov model over ``T`` observations with the discrete latent path summed out.
 
     .. math::
@@ -209,13 +193,13 @@ class DiscreteHMM(HMMPosteriorMixin, StateSpaceModel):
         self.obs_mask = obs_mask
         batch_shape, event_shape, self.num_steps, self.num_states, source, parts = (
             self.infer_shapes(
-                initial_probs=_shape_of(initial_probs),
-                transition_matrix=_shape_of(transition_matrix),
+                initial_probs=shape_of(initial_probs),
+                transition_matrix=shape_of(transition_matrix),
                 emission_dist=emission_dist,
-                initial_logits=_shape_of(initial_logits),
-                transition_logits=_shape_of(transition_logits),
+                initial_logits=shape_of(initial_logits),
+                transition_logits=shape_of(transition_logits),
                 num_steps=num_steps,
-                obs_mask=_shape_of(obs_mask),
+                obs_mask=shape_of(obs_mask),
                 _with_sizes=True,
             )
         )
@@ -268,7 +252,7 @@ class DiscreteHMM(HMMPosteriorMixin, StateSpaceModel):
                 "DiscreteHMM needs initial_probs|initial_logits, transition_matrix|"
                 "transition_logits and emission_dist."
             )
-        emission_batch, emission_event = _emission_shapes(emission_dist)
+        emission_batch, emission_event = emission_shapes(emission_dist)
         shapes = _hmm_shapes(
             tuple(initial_shape),
             tuple(transition_shape),
@@ -330,80 +314,7 @@ class DiscreteHMM(HMMPosteriorMixin, StateSpaceModel):
             kwargs["transition_matrix"] = self.transition_matrix
         return kwargs
 
-    @constraints.dependent_property(is_discrete=False)
-    def support(self):
-        """Emission support for each of the ``T`` steps."""
-        return constraints.independent(self.emission_dist.support, 1)
-
     # -- likelihoods ------------------------------------------------------------------------------
-
-    def _check_value(self, value):
-        """``value`` as an array, after checking its dtype and shape against the model's."""
-        value = jnp.asarray(value)
-        check_real("observations", value, "DiscreteHMM")
-        event_shape = self.event_shape
-        if value.ndim < len(event_shape) or value.shape[value.ndim - len(event_shape) :] != (
-            event_shape
-        ):
-            expected = ", ".join(map(str, event_shape))
-            source = getattr(self, "_time_source", None)
-            origin = f" (T={self.num_steps} from {source})" if source else ""
-            raise ValueError(
-                f"DiscreteHMM: observations must have shape (..., {expected}) = (..., T) + "
-                f"emission event_shape{origin}, got {value.shape}."
-            )
-        try:
-            jnp.broadcast_shapes(value.shape[: value.ndim - len(event_shape)], self.batch_shape)
-        except ValueError:
-            raise ValueError(
-                f"DiscreteHMM: observations of shape {value.shape} do not broadcast with "
-                f"batch_shape {self.batch_shape} + event_shape {event_shape}."
-            ) from None
-        return value
-
-    def step_mask(self, value):
-        """Which steps count: ``obs_mask`` is True and the observation has no NaN entry.
-
-        A step with any missing entry is dropped as a whole (the emission has no marginal).
-
-        Args:
-            value: observations, shape ``batch + (T,) + E``.
-
-        Returns:
-            bool array of shape ``batch + (T,)``, ``batch`` broadcast with ``batch_shape``.
-        """
-        value = self._check_value(value)
-        emission_ndim = len(self.emission_dist.event_shape)
-        step_shape = value.shape[: value.ndim - emission_ndim]
-        batch = jnp.broadcast_shapes(step_shape[:-1], self.batch_shape)
-        mask = jnp.ones(step_shape, dtype=bool)
-        if self.obs_mask is not None:
-            mask = mask & self.obs_mask
-        if jnp.issubdtype(value.dtype, jnp.inexact):
-            nan = jnp.isnan(value)
-            if emission_ndim:
-                nan = jnp.any(nan, axis=tuple(range(-emission_ndim, 0)))
-            mask = mask & ~nan
-        return jnp.broadcast_to(mask, batch + (self.num_steps,))
-
-    def _log_likelihoods(self, value):
-        """Return ``(log_likelihoods (..., T, K), step_mask (..., T))`` for observations ``value``.
-
-        Missing steps (:meth:`step_mask` False) are replaced by a value in the emission's
-        support before the emission is evaluated (the double-``where`` pattern), so gradients
-        stay finite.
-        """
-        value = self._check_value(value)
-        mask = self.step_mask(value)
-        emission_ndim = len(self.emission_dist.event_shape)
-        entry_mask = mask.reshape(mask.shape + (1,) * emission_ndim)
-        safe = jnp.where(entry_mask, value, self.emission_dist.support.feasible_like(value))
-        if self._validate_args:
-            self._validate_sample(safe)
-        per_state = jnp.expand_dims(safe, axis=-1 - emission_ndim)
-        log_lik = self.emission_dist.log_prob(per_state)
-        log_lik = jnp.where(mask[..., None], log_lik, 0.0)
-        return log_lik, jnp.broadcast_to(mask, log_lik.shape[:-1])
 
     def log_prob(self, value):
         """Log marginal likelihood ``log p(y_{1:T})``, by :func:`~numpyro_ssm.ops.hmm_log_marginal`.
@@ -438,43 +349,6 @@ class DiscreteHMM(HMMPosteriorMixin, StateSpaceModel):
         probs = jnp.moveaxis(probs, 0, -2)
         return jnp.broadcast_to(probs, self.batch_shape + (self.num_steps, self.num_states))
 
-    def _emission_moments(self):
-        """Per-state emission means and second moments, shapes ``(..., T | 1, K) + E``."""
-        emission = self.emission_dist
-        try:
-            mean, variance = emission.mean, emission.variance
-        except NotImplementedError:
-            raise NotImplementedError(
-                f"DiscreteHMM.mean/variance need the emission's moments; "
-                f"{type(emission).__name__} does not provide them."
-            ) from None
-        shape = (
-            emission.batch_shape
-            if len(emission.batch_shape) >= 2
-            else (1,) + tuple(emission.batch_shape)
-        )
-        full = shape + tuple(emission.event_shape)
-        return jnp.reshape(mean, full), jnp.reshape(variance + mean**2, full)
-
-    @property
-    def mean(self):
-        """Marginal means ``E[y_t] = sum_k p(z_t = k) E[y_t | z_t = k]``, ``batch + (T,) + E``."""
-        probs = self._state_marginals()
-        mean, _ = self._emission_moments()
-        extra = (1,) * len(self.emission_dist.event_shape)
-        return jnp.sum(probs.reshape(probs.shape + extra) * mean, axis=-1 - len(extra))
-
-    @property
-    def variance(self):
-        """Marginal variances per entry (law of total variance), shape ``batch + (T,) + E``."""
-        probs = self._state_marginals()
-        mean, second = self._emission_moments()
-        extra = (1,) * len(self.emission_dist.event_shape)
-        weights = probs.reshape(probs.shape + extra)
-        axis = -1 - len(extra)
-        first = jnp.sum(weights * mean, axis=axis)
-        return jnp.sum(weights * second, axis=axis) - first**2
-
     # -- prior sampling ---------------------------------------------------------------------------
 
     def _sample_states(self, key, sample_shape):
@@ -502,35 +376,3 @@ class DiscreteHMM(HMMPosteriorMixin, StateSpaceModel):
         else:
             _, rest = lax.scan(step, first, (keys, log_trans))
         return jnp.moveaxis(jnp.concatenate([first[None], rest], axis=0), 0, -1)
-
-    def sample_with_states(self, key, sample_shape=()):
-        """Draw latent paths and observations from the prior.
-
-        Args:
-            key: a ``jax.random`` key.
-            sample_shape: leading shape of independent draws.
-
-        Returns:
-            ``(states, observations)`` with shapes ``sample_shape + batch_shape + (T,)`` and
-            ``sample_shape + batch_shape + (T,) + E``.
-        """
-        state_key, emission_key = jax.random.split(key)
-        states = self._sample_states(state_key, sample_shape)
-        emission_ndim = len(self.emission_dist.event_shape)
-        expanded = self.emission_dist.expand(self.batch_shape + (self.num_steps, self.num_states))
-        per_state = expanded.sample(emission_key, tuple(sample_shape))
-        index = states[..., None].reshape(states.shape + (1,) * (emission_ndim + 1))
-        observations = jnp.take_along_axis(per_state, index, axis=-1 - emission_ndim)
-        return states, jnp.squeeze(observations, axis=-1 - emission_ndim)
-
-    def sample(self, key, sample_shape=()):
-        """Draw observations from the prior, shape ``sample_shape + batch_shape + event_shape``.
-
-        Args:
-            key: a ``jax.random`` key.
-            sample_shape: leading shape of independent draws.
-
-        Returns:
-            Observations of shape ``sample_shape + batch_shape + (T,) + E``.
-        """
-        return self.sample_with_states(key, sample_shape)[1]

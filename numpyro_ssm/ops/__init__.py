@@ -2,6 +2,7 @@
 
 - :mod:`numpyro_ssm.ops.hmm`: discrete hidden Markov models.
 - :mod:`numpyro_ssm.ops.kalman`: linear-Gaussian state space models.
+- :mod:`numpyro_ssm.ops.hsmm`: explicit-duration hidden semi-Markov models.
 - :mod:`numpyro_ssm.ops.scan` (the one scan driver, sequential or associative) and
   :mod:`numpyro_ssm.ops.linalg` (square-root linear algebra) are shared.
 """
@@ -14,6 +15,14 @@ from numpyro_ssm.ops.hmm import (
     hmm_posterior_sample,
     hmm_smoother,
     stationary_distribution,
+)
+from numpyro_ssm.ops.hsmm import (
+    HSMMPosterior,
+    hsmm_filter,
+    hsmm_log_marginal,
+    hsmm_posterior_mode,
+    hsmm_posterior_sample,
+    hsmm_smoother,
 )
 from numpyro_ssm.ops.kalman import (
     GaussianPosterior,
@@ -31,12 +40,18 @@ from numpyro_ssm.ops.scan import prefix_scan
 __all__ = [
     "GaussianPosterior",
     "HMMPosterior",
+    "HSMMPosterior",
     "LGSSMParams",
     "hmm_filter",
     "hmm_log_marginal",
     "hmm_posterior_mode",
     "hmm_posterior_sample",
     "hmm_smoother",
+    "hsmm_filter",
+    "hsmm_log_marginal",
+    "hsmm_posterior_mode",
+    "hsmm_posterior_sample",
+    "hsmm_smoother",
     "kalman_filter",
     "kalman_log_marginal",
     "kalman_posterior_sample",

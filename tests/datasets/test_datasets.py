@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from numpyro_ssm.datasets import load_earthquakes, load_nile, load_sp500
+from numpyro_ssm.datasets import load_earthquakes, load_geyser, load_nile, load_sp500
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "numpyro_ssm" / "datasets"
 
@@ -50,7 +50,7 @@ def test_nile():
     np.testing.assert_array_equal(np.diff(data.years), 1)
 
 
-@pytest.mark.parametrize("loader", [load_earthquakes, load_nile])
+@pytest.mark.parametrize("loader", [load_earthquakes, load_nile, load_geyser])
 def test_loaders_return_fresh_arrays(loader):
     first = loader()
     first[1][0] = -1
@@ -67,3 +67,18 @@ def test_sp500():
     np.testing.assert_allclose(data.returns[0], 100 * np.log(data.close[1] / data.close[0]))
     # the crisis: the largest daily moves of the period, October 2008, near +-10 %
     assert 9 < np.abs(data.returns).max() < 12
+
+
+def test_geyser():
+    data = load_geyser()
+    rows = _read_csv("geyser.csv")
+    assert len(rows) == 299 and data.waiting.shape == data.duration.shape == (299,)
+    np.testing.assert_array_equal(data.waiting, [float(r["waiting"]) for r in rows])
+    np.testing.assert_array_equal(data.duration, [float(r["duration"]) for r in rows])
+    np.testing.assert_array_equal([int(r["eruption"]) for r in rows], np.arange(1, 300))
+    # R: summary(MASS::geyser)
+    assert (data.waiting.min(), data.waiting.max()) == (43, 108)
+    np.testing.assert_allclose([data.duration.min(), data.duration.max()], [0.8333333, 5.45])
+    np.testing.assert_allclose(
+        [data.waiting.mean(), data.duration.mean()], [72.31, 3.461], atol=6e-3
+    )

@@ -21,7 +21,7 @@ from numpyro.infer import HMC, MCMC, NUTS, SVI, Predictive, Trace_ELBO, init_to_
 from numpyro.infer.autoguide import AutoMultivariateNormal, AutoNormal
 from numpyro.infer.util import log_density
 
-from numpyro_ssm import DiscreteHMM, LinearGaussianSSM
+from numpyro_ssm import DiscreteHMM, DiscreteHSMM, LinearGaussianSSM
 
 
 @dataclass
@@ -160,6 +160,61 @@ def _lgssm_case(name, seed, S, D, T, *, time_varying=False, batch=(), masked=Fal
     return Case(name, make, params, cons, shape_kwargs)
 
 
+def _hsmm_case(name, seed, K, T, D, *, batch=(), table=False, masked=False, censoring="right"):
+    """A DiscreteHSMM row: Poisson durations (d - 1 ~ Poisson) or a duration table."""
+    rng = _rng(seed)
+    lead = batch + ((1,) if batch else ())
+    params = {
+        "initial_probs": rng.dirichlet(np.ones(K), size=batch),
+        # a full matrix: its diagonal is dropped (the self-transition rule)
+        "transition_matrix": rng.dirichlet(np.ones(K) * 3, size=lead + (K,)),
+        "rates": rng.uniform(1.0, 10.0, size=(K,)),
+    }
+    cons = {
+        "initial_probs": constraints.simplex,
+        "transition_matrix": constraints.independent(constraints.simplex, 1),
+        "rates": constraints.positive,
+    }
+    if table:
+        params["duration_probs"] = rng.dirichlet(np.ones(D), size=batch + (K,))
+        cons["duration_probs"] = constraints.independent(constraints.simplex, 1)
+    else:
+        params["dwell"] = rng.uniform(1.0, 4.0, size=(K,))
+        cons["dwell"] = constraints.positive
+    obs_mask = (rng.uniform(size=batch + (T,)) > 0.3) if masked else None
+
+    def durations(p):
+        if table:
+            return dict(duration_probs=p["duration_probs"])
+        return dict(duration_dist=dist.Poisson(p["dwell"]), duration_offset=1, max_duration=D)
+
+    def make(p, parallel):
+        return DiscreteHSMM(
+            p["initial_probs"],
+            p["transition_matrix"],
+            dist.Poisson(p["rates"]),
+            num_steps=T,
+            obs_mask=obs_mask,
+            censoring=censoring,
+            parallel=parallel,
+            **durations(p),
+        )
+
+    def shape_kwargs(p):
+        kwargs = dict(
+            initial_probs=jnp.shape(p["initial_probs"]),
+            transition_matrix=jnp.shape(p["transition_matrix"]),
+            emission_dist=dist.Poisson(p["rates"]),
+            num_steps=T,
+            obs_mask=None if obs_mask is None else obs_mask.shape,
+        )
+        if table:
+            return dict(kwargs, duration_probs=jnp.shape(p["duration_probs"]))
+        return dict(kwargs, duration_dist=dist.Poisson(p["dwell"]), max_duration=D)
+
+    return Case(name, make, params, cons, shape_kwargs)
+
+
 CASES = [
     _hmm_case("hmm-poisson", 0, K=2, T=8),
     _hmm_case("hmm-normal-time-varying", 1, K=3, T=6, time_varying=True, emission="normal"),
@@ -169,6 +224,9 @@ CASES = [
     _lgssm_case("lgssm", 10, S=2, D=2, T=6),
     _lgssm_case("lgssm-time-varying-masked", 11, S=2, D=3, T=5, time_varying=True, masked=True),
     _lgssm_case("lgssm-batched", 12, S=2, D=1, T=4, batch=(2,)),
+    # d - 1 ~ Poisson durations, a batch and a mask; the duration-table path and
+    # censoring="none" are covered in tests/distributions/test_hsmm.py
+    _hsmm_case("hsmm-batched-masked", 20, K=2, T=7, D=4, batch=(2,), masked=True),
 ]
 
 pytestmark = pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
