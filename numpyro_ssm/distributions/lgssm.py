@@ -97,8 +97,10 @@ class LinearGaussianSSM(LGSSMPosteriorMixin, StateSpaceModel):
             what is ignored of the initial moments). ``sample`` has no improper prior to draw
             from: it draws ``z_1`` from ``initial_mean`` and the initial covariance as given.
         num_diffuse_steps: how many leading steps the exact initial filter runs; None for the
-            number of diffuse entries, plus the steps among the first ones with nothing observed
-            when the observations are concrete.
+            steps that resolve every diffuse direction, followed before the filter runs when
+            the observations and matrices are concrete and unbatched (else at least the number
+            of diffuse entries, counted over observed steps when the observations are
+            concrete). A start left unresolved gives a NaN log-likelihood.
 
     ``batch_shape`` broadcasts all arguments' batch axes; ``event_shape = (T, D)``.
 

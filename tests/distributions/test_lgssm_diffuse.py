@@ -64,3 +64,34 @@ def test_bad_diffuse_arguments():
         LinearGaussianSSM(jnp.zeros(1), jnp.eye(1), jnp.eye(1), diffuse_states=[1], **kw)
     with pytest.raises(ValueError, match="num_diffuse_steps is given but diffuse_states is None"):
         LinearGaussianSSM(jnp.zeros(1), jnp.eye(1), jnp.eye(1), num_diffuse_steps=2, **kw)
+
+
+def test_default_diffuse_length_waits_for_a_missing_season():
+    """Level + dummy seasonal of period 4 (4 diffuse states) with step 2 missing: its season is
+    seen again only at step 6, so 4 observed steps do not resolve the start; the default
+    follows the diffuse directions and matches statsmodels."""
+    F = np.zeros((4, 4))
+    F[0, 0] = 1.0
+    F[1, 1:] = -1.0
+    F[2, 1] = F[3, 2] = 1.0
+    params = dict(
+        initial_mean=np.zeros(4),
+        initial_scale_tril=np.zeros((4, 4)),
+        transition_matrix=F,
+        transition_scale_tril=np.diag([0.5, 0.2, 0.0, 0.0]),
+        emission_matrix=np.array([[1.0, 1.0, 0.0, 0.0]]),
+        emission_scale_tril=np.array([[0.7]]),
+    )
+    y = np.sin(np.arange(16.0))[:, None] + np.arange(16.0)[:, None] * 0.1
+    y[1] = np.nan
+    ssm = LinearGaussianSSM(
+        params["initial_mean"],
+        F,
+        params["emission_matrix"],
+        initial_scale_tril=params["initial_scale_tril"],
+        transition_scale_tril=params["transition_scale_tril"],
+        emission_scale_tril=params["emission_scale_tril"],
+        num_steps=16,
+        diffuse_states=np.ones(4, bool),
+    )
+    close(ssm.log_prob(y), statsmodels_diffuse_smoother(params, y, 4).llf)
