@@ -6,6 +6,7 @@ share of the emission bias and noise. :mod:`numpyro_ssm.sts._model` stacks block
 model.
 """
 
+import functools
 from dataclasses import dataclass, field
 
 import jax
@@ -70,6 +71,23 @@ class Component:
 
             return StructuralTimeSeries((self,))
         return NotImplemented
+
+
+def builder(fn):
+    """Run a component builder eagerly where its inputs are concrete, even inside ``jit``.
+
+    The parameter-free parts of a block (a trend's or a seasonal's transition, covariates) then
+    stay concrete arrays, which lets the distribution follow the diffuse directions through
+    missing steps (:mod:`numpyro_ssm.distributions._lgssm_diffuse`); anything computed from a
+    traced parameter is traced as usual.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with jax.ensure_compile_time_eval():
+            return fn(*args, **kwargs)
+
+    return wrapper
 
 
 # ---------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ which may run past the observed series into the forecast horizon; :meth:`params`
 
 from dataclasses import dataclass
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -298,7 +299,11 @@ class StructuralTimeSeries:
                 "StructuralTimeSeries.distribution: pass num_steps=T (no component has "
                 "covariates to tell the series' length)."
             )
-        p = self.params(int(T))
+        # Evaluated now where the inputs are concrete (inside jit too): the transitions of trends
+        # and seasonals stay concrete, so the distribution can follow the diffuse directions
+        # through missing steps when it picks its diffuse length.
+        with jax.ensure_compile_time_eval():
+            p = self.params(int(T))
         diffuse = self.diffuse_states
         ssm = LinearGaussianSSM(
             p.initial_mean,

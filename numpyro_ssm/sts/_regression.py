@@ -4,6 +4,7 @@ import jax.numpy as jnp
 
 from numpyro_ssm.sts._component import (
     block_dtype,
+    builder,
     checked_scale,
     initial_block,
     make_component,
@@ -14,6 +15,7 @@ from numpyro_ssm.sts._component import (
 __all__ = ["dynamic_regression", "regression"]
 
 
+@builder
 def regression(covariates, coefficients, *, name="regression"):
     r"""A static regression effect :math:`x_t = X_t \beta` with sampled coefficients.
 
@@ -52,6 +54,7 @@ def regression(covariates, coefficients, *, name="regression"):
     )
 
 
+@builder
 def dynamic_regression(
     covariates, drift_scale=0.0, *, initial_mean=0.0, initial_scale=None, name="regression"
 ):

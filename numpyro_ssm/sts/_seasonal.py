@@ -8,6 +8,7 @@ import numpy as np
 from numpyro_ssm.sts._component import (
     block_diag,
     block_dtype,
+    builder,
     checked_scale,
     initial_block,
     is_concrete,
@@ -30,6 +31,7 @@ def _check_period(name, period, integer):
     return period
 
 
+@builder
 def seasonal(
     period,
     drift_scale=0.0,

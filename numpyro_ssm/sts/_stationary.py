@@ -6,6 +6,7 @@ import numpy as np
 from numpyro_ssm.ops.linalg import cholesky, qr_solve
 from numpyro_ssm.sts._component import (
     block_dtype,
+    builder,
     checked_scale,
     initial_block,
     is_concrete,
@@ -28,6 +29,7 @@ def _stationary_factor(F, chol_Q):
     return cholesky(0.5 * (P + P.T))
 
 
+@builder
 def autoregressive(
     coefficients, noise_scale, *, initial_mean=0.0, initial_scale=None, name="autoregressive"
 ):
@@ -88,6 +90,7 @@ def autoregressive(
     )
 
 
+@builder
 def cycle(frequency, damping, noise_scale, *, initial_mean=0.0, initial_scale=None, name="cycle"):
     r"""Harvey's stochastic cycle (Durbin & Koopman §3.2.3).
 
@@ -147,6 +150,7 @@ def cycle(frequency, damping, noise_scale, *, initial_mean=0.0, initial_scale=No
     )
 
 
+@builder
 def irregular(scale, *, name="irregular"):
     r"""The observation noise :math:`\varepsilon_t \sim \mathcal N(0, \sigma^2)`.
 

@@ -4,6 +4,7 @@ import jax.numpy as jnp
 
 from numpyro_ssm.sts._component import (
     block_dtype,
+    builder,
     checked_scale,
     initial_block,
     make_component,
@@ -12,6 +13,7 @@ from numpyro_ssm.sts._component import (
 __all__ = ["local_level", "local_linear_trend", "smooth_trend"]
 
 
+@builder
 def local_level(level_scale, *, initial_mean=0.0, initial_scale=None, name="level"):
     r"""A random-walk level: :math:`\mu_{t+1} = \mu_t + \eta_t`, :math:`x_t = \mu_t`.
 
@@ -40,6 +42,7 @@ def local_level(level_scale, *, initial_mean=0.0, initial_scale=None, name="leve
     )
 
 
+@builder
 def local_linear_trend(
     level_scale, slope_scale, *, initial_mean=0.0, initial_scale=None, name="trend"
 ):
@@ -80,6 +83,7 @@ def local_linear_trend(
     )
 
 
+@builder
 def smooth_trend(slope_scale, *, initial_mean=0.0, initial_scale=None, name="trend"):
     """:func:`local_linear_trend` without level noise: an integrated random walk.
 

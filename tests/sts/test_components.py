@@ -247,3 +247,22 @@ def test_bad_input_names_the_component_and_argument():
         sts.local_level(1.0) + sts.local_level(2.0)
     with pytest.raises(ValueError, match="autoregressive: coefficients .* are not stationary"):
         sts.autoregressive(np.array([1.2]), 1.0)
+
+
+def test_inside_jit_a_missing_season_delays_the_diffuse_start():
+    """Under ``jit`` with traced scales the builders keep the seasonal's transition concrete, so
+    the distribution still sees that step 2's season waits a period to be identified."""
+    from statsmodels.tsa.statespace.structural import UnobservedComponents
+
+    y = np.sin(np.arange(16.0)) + 0.1 * np.arange(16.0)
+    y[1] = np.nan
+
+    @jax.jit
+    def log_lik(scales):
+        model = sts.local_level(scales[0]) + sts.seasonal(4, scales[1]) + sts.irregular(scales[2])
+        return model.distribution(16).log_prob(y[:, None])
+
+    mod = UnobservedComponents(y, level="llevel", seasonal=4, use_exact_diffuse=True)
+    values = {"sigma2.irregular": 0.49, "sigma2.level": 0.25, "sigma2.seasonal": 0.04}
+    expected = mod.loglike(np.array([values[n] for n in mod.param_names]))
+    close(log_lik(jnp.array([0.5, 0.2, 0.7])), expected)
