@@ -225,10 +225,21 @@ def make_component(name, dtype, weak, *, initial, F, chol_Q, H, names, bias=None
     return Component(name, params, tuple(diffuse), tuple(names), weak, chol_R is not None)
 
 
-def no_states(dtype):
-    """The initial block of a component without states."""
-    empty = jnp.zeros((0,), dtype)
-    return empty, jnp.zeros((0, 0), dtype), ()
+def stateless_component(name, dtype, weak, *, bias=None, chol_R=None):
+    """A :class:`Component` without states: a regression effect (``bias``) or the noise."""
+    empty = jnp.zeros((0, 0), dtype)
+    return make_component(
+        name,
+        dtype,
+        weak,
+        initial=(jnp.zeros((0,), dtype), empty, ()),
+        F=empty,
+        chol_Q=empty,
+        H=jnp.zeros((1, 0), dtype),
+        names=(),
+        bias=bias,
+        chol_R=chol_R,
+    )
 
 
 def block_diag(blocks):

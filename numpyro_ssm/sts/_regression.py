@@ -8,7 +8,7 @@ from numpyro_ssm.sts._component import (
     checked_scale,
     initial_block,
     make_component,
-    no_states,
+    stateless_component,
     time_varying_rows,
 )
 
@@ -40,18 +40,7 @@ def regression(covariates, coefficients, *, name="regression"):
             f"{name}: coefficients must have shape ({X.shape[1]},), one per covariate column "
             f"(covariates {X.shape}), got {beta.shape}."
         )
-    mean, chol, _ = no_states(dtype)
-    return make_component(
-        name,
-        dtype,
-        weak,
-        initial=(mean, chol, ()),
-        F=chol,
-        chol_Q=chol,
-        H=jnp.zeros((1, 0), dtype),
-        names=(),
-        bias=(X @ beta.reshape(-1))[:, None],
-    )
+    return stateless_component(name, dtype, weak, bias=(X @ beta.reshape(-1))[:, None])
 
 
 @builder

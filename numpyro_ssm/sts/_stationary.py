@@ -11,7 +11,7 @@ from numpyro_ssm.sts._component import (
     initial_block,
     is_concrete,
     make_component,
-    no_states,
+    stateless_component,
 )
 
 __all__ = ["autoregressive", "cycle", "irregular"]
@@ -165,15 +165,4 @@ def irregular(scale, *, name="irregular"):
     """
     dtype, weak = block_dtype(name, scale=scale)
     sd = checked_scale(name, "scale", scale, dtype)
-    mean, chol, _ = no_states(dtype)
-    return make_component(
-        name,
-        dtype,
-        weak,
-        initial=(mean, chol, ()),
-        F=chol,
-        chol_Q=chol,
-        H=jnp.zeros((1, 0), dtype),
-        names=(),
-        chol_R=sd.reshape(1, 1),
-    )
+    return stateless_component(name, dtype, weak, chol_R=sd.reshape(1, 1))
