@@ -505,3 +505,44 @@ def negative_binomial_chain_hmm(initial_probs, transition_matrix, stages, stay_p
                 for j in range(K):
                     M[s, offsets[j]] += (1 - q) * A[k, j]
     return init, M, owner
+
+
+# ---------------------------------------------------------------------------------------------
+# Exact diffuse initialization and structural time series (statsmodels)
+# ---------------------------------------------------------------------------------------------
+
+
+def statsmodels_diffuse_smoother(params, y, num_diffuse):
+    """statsmodels' exact diffuse Kalman smoother for the homogeneous model ``params``.
+
+    The first ``num_diffuse`` entries of ``z_1`` are diffuse; the others are known with the
+    corresponding block of the initial mean and covariance. NaN entries of ``y`` are missing.
+    Returns statsmodels' smoother results (``llf``, ``llf_obs``, ``filtered_state``,
+    ``smoothed_state``, ... with time last).
+    """
+    from statsmodels.tsa.statespace.initialization import Initialization
+    from statsmodels.tsa.statespace.kalman_smoother import KalmanSmoother
+
+    S, D = params["initial_mean"].shape[0], params["emission_matrix"].shape[-2]
+    cov = lambda L: np.asarray(L) @ np.asarray(L).T  # noqa: E731
+    ks = KalmanSmoother(k_endog=D, k_states=S, k_posdef=S)
+    ks.bind(np.asarray(y, dtype=float))
+    ks["design"] = params["emission_matrix"]
+    ks["obs_intercept"] = np.asarray(params.get("emission_bias", np.zeros(D)))[:, None]
+    ks["obs_cov"] = cov(params["emission_scale_tril"])
+    ks["transition"] = params["transition_matrix"]
+    ks["state_intercept"] = np.asarray(params.get("transition_bias", np.zeros(S)))[:, None]
+    ks["selection"] = np.eye(S)
+    ks["state_cov"] = cov(params["transition_scale_tril"])
+    init = Initialization(S)
+    init.set((0, num_diffuse), "diffuse")
+    if num_diffuse < S:
+        P0 = cov(params["initial_scale_tril"])
+        init.set(
+            (num_diffuse, S),
+            "known",
+            constant=np.asarray(params["initial_mean"])[num_diffuse:],
+            stationary_cov=P0[num_diffuse:, num_diffuse:],
+        )
+    ks.initialization = init
+    return ks.smooth()

@@ -18,6 +18,7 @@ EXAMPLES = sorted(EXAMPLES_DIR.glob("*.py"))
 # The figures each known script must write; a script not listed must write at least one PNG.
 EXPECTED_FIGURES = {
     "blackjax_lgssm": {"blackjax_lgssm.png"},
+    "co2_structural": {"co2_structural.png"},
     "earthquakes": {"earthquakes.png", "earthquakes_trace.png", "earthquakes_state_paths.png"},
     "lgssm_parameter_posterior": {
         "lgssm_emissions_all_free.png",

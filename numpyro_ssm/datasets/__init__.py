@@ -20,6 +20,8 @@ __all__ = [
     "load_geyser",
     "load_nile",
     "load_sp500",
+    "CO2",
+    "load_co2",
 ]
 
 
@@ -187,4 +189,46 @@ def load_geyser() -> Geyser:
     return Geyser(
         waiting=np.asarray(columns["waiting"], dtype=np.float64),
         duration=np.asarray(columns["duration"], dtype=np.float64),
+    )
+
+
+class CO2(NamedTuple):
+    """Monthly mean atmospheric CO₂ at Mauna Loa, March 1958 – December 2001.
+
+    Attributes:
+        years: shape ``(526,)``, integer calendar years.
+        months: shape ``(526,)``, integer months 1, ..., 12.
+        ppm: shape ``(526,)``, float CO₂ concentration in ppmv; NaN for the 5 months without
+            a weekly value.
+    """
+
+    years: np.ndarray
+    months: np.ndarray
+    ppm: np.ndarray
+
+
+def load_co2() -> CO2:
+    """Load monthly mean atmospheric CO₂ at Mauna Loa, March 1958 – December 2001.
+
+    The monthly means of the weekly series that ships with statsmodels
+    (``statsmodels.datasets.co2``; public domain): Keeling, C.D. and T.P. Whorf (2004),
+    *Atmospheric CO2 concentrations derived from flask air samples at sites in the SIO
+    network*, in Trends: A Compendium of Data on Global Change, CDIAC, Oak Ridge National
+    Laboratory. Months without a weekly value are missing (NaN).
+
+    Returns:
+        A :class:`CO2` tuple with ``years``, ``months`` (integer arrays) and ``ppm`` (float),
+        each of shape ``(526,)``.
+
+    Example:
+        >>> from numpyro_ssm.datasets import load_co2
+        >>> data = load_co2()
+        >>> data.ppm.shape
+        (526,)
+    """
+    columns = _read_columns("co2_monthly.csv")
+    return CO2(
+        years=np.asarray(columns["year"], dtype=np.int64),
+        months=np.asarray(columns["month"], dtype=np.int64),
+        ppm=np.asarray([float(v) if v else np.nan for v in columns["co2"]], dtype=np.float64),
     )

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from numpyro.distributions import constraints
 from numpyro.distributions.util import lazy_property
 
+from numpyro_ssm.distributions._lgssm_diffuse import check_diffuse, with_diffuse
 from numpyro_ssm.distributions._lgssm_params import (
     _CORE,
     _PAIRS,
@@ -89,6 +90,17 @@ class LinearGaussianSSM(LGSSMPosteriorMixin, StateSpaceModel):
         validate_args: check the parameters' constraints (positive-definite covariances,
             lower-triangular factors with a non-negative diagonal, positive for
             ``emission_scale_tril``). Derived distributions (``forecast``) keep this setting.
+        diffuse_states: bool, shape ``(S,)`` (concrete, shared by the batch), or None: True for
+            the entries of ``z_1`` with a diffuse (flat) prior. ``log_prob`` is then the exact
+            diffuse log-likelihood and ``filter``, ``smooth``, ``sample_posterior`` and
+            ``forecast`` follow it (:mod:`numpyro_ssm.ops.kalman.diffuse`: the convention, and
+            what is ignored of the initial moments). ``sample`` has no improper prior to draw
+            from: it draws ``z_1`` from ``initial_mean`` and the initial covariance as given.
+        num_diffuse_steps: how many leading steps the exact initial filter runs; None for the
+            steps that resolve every diffuse direction, followed before the filter runs when
+            the observations and matrices are concrete and unbatched (else at least the number
+            of diffuse entries, counted over observed steps when the observations are
+            concrete). A start left unresolved gives a NaN log-likelihood.
 
     ``batch_shape`` broadcasts all arguments' batch axes; ``event_shape = (T, D)``.
 
@@ -127,7 +139,7 @@ class LinearGaussianSSM(LGSSMPosteriorMixin, StateSpaceModel):
     support = constraints.independent(constraints.real_vector, 1)
     reparametrized_params = list(arg_constraints)
     pytree_data_fields = (*_CORE, "obs_mask")
-    pytree_aux_fields = ("num_steps", "parallel")
+    pytree_aux_fields = ("num_steps", "parallel", "diffuse_states", "num_diffuse_steps")
 
     def __init__(
         self,
@@ -147,6 +159,8 @@ class LinearGaussianSSM(LGSSMPosteriorMixin, StateSpaceModel):
         obs_mask=None,
         parallel=False,
         validate_args=None,
+        diffuse_states=None,
+        num_diffuse_steps=None,
     ):
         given = {
             "initial": (initial_cov, initial_scale_tril),
@@ -209,6 +223,9 @@ class LinearGaussianSSM(LGSSMPosteriorMixin, StateSpaceModel):
         self.obs_mask = obs_mask
         self.num_steps = event_shape[0]
         self.parallel = bool(parallel)
+        self.diffuse_states, self.num_diffuse_steps = check_diffuse(
+            diffuse_states, num_diffuse_steps, S
+        )
         super().__init__(batch_shape, event_shape, validate_args=validate_args)
 
     def validate_args(self, strict: bool = True) -> None:
@@ -351,6 +368,7 @@ class LinearGaussianSSM(LGSSMPosteriorMixin, StateSpaceModel):
         y, mask, batch_shape = self._observations(value)
         arrays, cores = self._params()
         parallel, n = self.parallel, len(lead)
+        op = with_diffuse(self, op, value)
 
         def one(*args):
             *arrays, y, mask = args[n:]

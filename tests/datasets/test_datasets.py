@@ -82,3 +82,20 @@ def test_geyser():
     np.testing.assert_allclose(
         [data.waiting.mean(), data.duration.mean()], [72.31, 3.461], atol=6e-3
     )
+
+
+def test_co2_is_the_monthly_mean_of_statsmodels_weekly_series():
+    from statsmodels.datasets import co2
+
+    from numpyro_ssm.datasets import load_co2
+
+    data = load_co2()
+    assert data.ppm.shape == data.years.shape == data.months.shape == (526,)
+    assert (data.years[0], data.months[0], data.years[-1], data.months[-1]) == (1958, 3, 2001, 12)
+    weekly = co2.load_pandas().data["co2"]
+    monthly = weekly.resample("MS").mean()
+    np.testing.assert_allclose(data.ppm, monthly.to_numpy(), rtol=0, atol=5e-4)
+    assert np.isnan(data.ppm).sum() == 5
+    fresh = load_co2()
+    fresh.ppm[0] = -1
+    assert load_co2().ppm[0] != -1

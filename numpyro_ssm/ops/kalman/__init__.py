@@ -12,6 +12,10 @@ Modules, one idea each:
 - :mod:`~numpyro_ssm.ops.kalman.smoothing`: :func:`kalman_smoother` (RTS).
 - :mod:`~numpyro_ssm.ops.kalman.sampling`: :func:`kalman_posterior_sample` (FFBS) and
   :func:`lgssm_sample` (the prior).
+- :mod:`~numpyro_ssm.ops.kalman.diffuse`: the same with an exact diffuse prior on some entries
+  of the first state (Koopman 1997): :func:`diffuse_kalman_filter`,
+  :func:`diffuse_kalman_log_marginal`, :func:`diffuse_kalman_smoother`,
+  :func:`diffuse_kalman_posterior_sample`.
 
 Every algorithm takes ``parallel=False`` (sequential ``lax.scan``) or ``parallel=True``
 (associative scans of ``O(log T)`` depth: Särkkä & García-Fernández 2021, in the square-root form
@@ -27,6 +31,12 @@ NaNs are replaced before any arithmetic, so gradients stay finite.
 ``jax.vmap``-able; :class:`numpyro_ssm.LinearGaussianSSM` vmaps them over its batch shape.
 """
 
+from numpyro_ssm.ops.kalman.diffuse import (
+    diffuse_kalman_filter,
+    diffuse_kalman_log_marginal,
+    diffuse_kalman_posterior_sample,
+    diffuse_kalman_smoother,
+)
 from numpyro_ssm.ops.kalman.filtering import GaussianPosterior, kalman_filter, kalman_log_marginal
 from numpyro_ssm.ops.kalman.params import LGSSMParams, lgssm_params
 from numpyro_ssm.ops.kalman.sampling import kalman_posterior_sample, lgssm_sample
@@ -35,6 +45,10 @@ from numpyro_ssm.ops.kalman.smoothing import kalman_smoother
 __all__ = [
     "GaussianPosterior",
     "LGSSMParams",
+    "diffuse_kalman_filter",
+    "diffuse_kalman_log_marginal",
+    "diffuse_kalman_posterior_sample",
+    "diffuse_kalman_smoother",
     "kalman_filter",
     "kalman_log_marginal",
     "kalman_posterior_sample",
