@@ -2,7 +2,15 @@
 
 from numpyro_ssm import infer, ops
 from numpyro_ssm._padding import pad_sequences, unpad
-from numpyro_ssm.distributions import DiscreteHMM, LinearGaussianSSM
+from numpyro_ssm.distributions import AutoregressiveHMM, DiscreteHMM, LinearGaussianSSM
 
-__all__ = ["DiscreteHMM", "LinearGaussianSSM", "infer", "ops", "pad_sequences", "unpad"]
+__all__ = [
+    "AutoregressiveHMM",
+    "DiscreteHMM",
+    "LinearGaussianSSM",
+    "infer",
+    "ops",
+    "pad_sequences",
+    "unpad",
+]
 __version__ = "0.1.0.dev0"

@@ -259,3 +259,75 @@ def statsmodels_filter(params, y):
     kf["state_cov"] = cov(params["transition_scale_tril"])
     kf.initialize_known(params["initial_mean"], cov(params["initial_scale_tril"]))
     return kf
+
+
+# ------------------------------------------------------------------------------------------------
+# Switching and autoregressive models (issue 19): per-path enumeration with SciPy densities.
+
+
+def arhmm_log_likelihoods(A, b, Q, y, num_lags, counted, *, initial_lags=None, initial_logpdf=None):
+    """``[t, k] = log p(y_t | z_t = k, lags)`` by explicit loops, zero where ``counted`` is False.
+
+    Args:
+        A: (K, D, L*D), lag blocks most recent first.
+        b: (K, D).
+        Q: (K, D, D) covariances.
+        y: (T, D).
+        num_lags: L.
+        counted: (T,) bool, the steps that count (written out by the test).
+        initial_lags: (L, D) observations before y_1 in time order, or None.
+        initial_logpdf: function (y_t, k) -> log density for t < L, or None.
+    """
+    y = np.asarray(y, dtype=float)
+    T, D = y.shape
+    K = np.shape(A)[0]
+    L = num_lags
+    history = np.zeros((L, D)) if initial_lags is None else np.asarray(initial_lags, dtype=float)
+    full = np.concatenate([history, y])
+    out = np.zeros((T, K))
+    for t in range(T):
+        if not counted[t]:
+            continue
+        for k in range(K):
+            if initial_logpdf is not None and t < L:
+                out[t, k] = initial_logpdf(y[t], k)
+                continue
+            mean = np.asarray(b[k], dtype=float).copy()
+            for lag in range(1, L + 1):
+                block = np.asarray(A[k])[:, (lag - 1) * D : lag * D]
+                mean += block @ full[L + t - lag]
+            out[t, k] = multivariate_normal(mean, np.asarray(Q[k])).logpdf(y[t])
+    return out
+
+
+def arhmm_path_moments(initial_probs, transition_matrix, A, b, Q, initial_lags, T):
+    """Exact ``E[y_t]`` and ``Var[y_t]`` (per entry) of an ARHMM by enumerating all K^T paths.
+
+    Given a path the observations are jointly Gaussian; their means and per-step covariances
+    follow from unrolling the recursion with the stacked lag vector, path by path.
+    """
+    pi = np.asarray(initial_probs, dtype=float)
+    P = np.asarray(transition_matrix, dtype=float)
+    A, b, Q = (np.asarray(x, dtype=float) for x in (A, b, Q))
+    K, D, LD = A.shape
+    s0 = np.asarray(initial_lags, dtype=float)[::-1].reshape(-1)  # most recent first
+    mean = np.zeros((T, D))
+    second = np.zeros((T, D))
+    for z in itertools.product(range(K), repeat=T):
+        prob = pi[z[0]] * np.prod([P[z[t], z[t + 1]] for t in range(T - 1)])
+        if prob == 0:
+            continue
+        m, C = s0.copy(), np.zeros((LD, LD))
+        for t in range(T):
+            k = z[t]
+            F = np.zeros((LD, LD))
+            F[:D] = A[k]
+            F[D:, : LD - D] = np.eye(LD - D)
+            c = np.zeros(LD)
+            c[:D] = b[k]
+            N = np.zeros((LD, LD))
+            N[:D, :D] = Q[k]
+            m, C = F @ m + c, F @ C @ F.T + N
+            mean[t] += prob * m[:D]
+            second[t] += prob * (np.diag(C[:D, :D]) + m[:D] ** 2)
+    return mean, second - mean**2

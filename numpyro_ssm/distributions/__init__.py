@@ -10,11 +10,13 @@ from numpyro_ssm.distributions._ssm import (
     StateSpaceModel,
     is_state_space_model,
 )
+from numpyro_ssm.distributions.arhmm import AutoregressiveHMM
 from numpyro_ssm.distributions.hmm import DiscreteHMM
 from numpyro_ssm.distributions.lgssm import LinearGaussianSSM
 
 __all__ = [
     "LATENT_METHODS",
+    "AutoregressiveHMM",
     "DiscreteHMM",
     "LinearGaussianSSM",
     "SSMLatents",
