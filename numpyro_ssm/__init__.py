@@ -2,12 +2,18 @@
 
 from numpyro_ssm import infer, ops
 from numpyro_ssm._padding import pad_sequences, unpad
-from numpyro_ssm.distributions import AutoregressiveHMM, DiscreteHMM, LinearGaussianSSM
+from numpyro_ssm.distributions import (
+    AutoregressiveHMM,
+    DiscreteHMM,
+    LinearGaussianSSM,
+    StickyDirichlet,
+)
 
 __all__ = [
     "AutoregressiveHMM",
     "DiscreteHMM",
     "LinearGaussianSSM",
+    "StickyDirichlet",
     "infer",
     "ops",
     "pad_sequences",

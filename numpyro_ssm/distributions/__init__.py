@@ -13,6 +13,7 @@ from numpyro_ssm.distributions._ssm import (
 from numpyro_ssm.distributions.arhmm import AutoregressiveHMM
 from numpyro_ssm.distributions.hmm import DiscreteHMM
 from numpyro_ssm.distributions.lgssm import LinearGaussianSSM
+from numpyro_ssm.distributions.transition_priors import StickyDirichlet
 
 __all__ = [
     "LATENT_METHODS",
@@ -21,5 +22,6 @@ __all__ = [
     "LinearGaussianSSM",
     "SSMLatents",
     "StateSpaceModel",
+    "StickyDirichlet",
     "is_state_space_model",
 ]
