@@ -48,7 +48,12 @@ from numpyro_ssm.distributions._validation import (
 )
 from numpyro_ssm.ops import hmm as hmm_ops
 from numpyro_ssm.ops.linalg import cholesky
-from numpyro_ssm.ops.switching.autoregression import ARParams, ar_log_likelihoods, lag_matrix
+from numpyro_ssm.ops.switching.autoregression import (
+    ARParams,
+    ar_log_likelihoods,
+    lag_matrix,
+    lagged_step_mask,
+)
 from numpyro_ssm.ops.switching.moments import arhmm_moments
 
 __all__ = ["AutoregressiveHMM"]
@@ -326,7 +331,7 @@ class AutoregressiveHMM(HMMPosteriorMixin, MarkovChainMixin, StateSpaceModel):
             bool array of shape ``batch + (T,)``, ``batch`` broadcast with ``batch_shape``.
         """
         value = self._check_value(value)
-        T, L = self.num_steps, self.num_lags
+        T = self.num_steps
         batch = jnp.broadcast_shapes(value.shape[:-2], self.batch_shape)
         observed = (
             ~jnp.any(jnp.isnan(value), axis=-1)
@@ -336,19 +341,15 @@ class AutoregressiveHMM(HMMPosteriorMixin, MarkovChainMixin, StateSpaceModel):
         if self.obs_mask is not None:
             observed = observed & self.obs_mask
         observed = jnp.broadcast_to(observed, batch + (T,))
+        initial_known = None
         if self.initial_lags is not None:
-            before = ~jnp.any(jnp.isnan(self.initial_lags), axis=-1)
-        else:
-            before = jnp.zeros((L,), bool)
-        before = jnp.broadcast_to(before, batch + (L,))
-        known = jnp.concatenate([before, observed], axis=-1)  # steps 1-L .. T
-        position = jnp.arange(L + T)
-        last_unknown = lax.cummax(jnp.where(known, -1, position), axis=known.ndim - 1)
-        # the lags of step t (0-based) sit at positions t .. t + L - 1 of `known`
-        lags_known = last_unknown[..., L - 1 : L - 1 + T] < jnp.arange(T)
-        if self.initial_emission_dist is not None:
-            lags_known = lags_known | (jnp.arange(T) < L)
-        return observed & lags_known
+            initial_known = ~jnp.any(jnp.isnan(self.initial_lags), axis=-1)
+        return lagged_step_mask(
+            observed,
+            self.num_lags,
+            initial_known,
+            first_steps_count=self.initial_emission_dist is not None,
+        )
 
     def _log_likelihoods(self, value):
         """``(log_likelihoods (..., T, K), step_mask (..., T))`` for observations ``value``.

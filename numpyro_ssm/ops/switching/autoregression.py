@@ -23,6 +23,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from numpyro_ssm.ops.linalg import chol_logdet, cholesky, solve_lower
 
@@ -33,6 +34,7 @@ __all__ = [
     "ar_params_from_moseq",
     "get_lags",
     "lag_matrix",
+    "lagged_step_mask",
     "num_lags_of",
 ]
 
@@ -160,6 +162,36 @@ def lag_matrix(observations, num_lags, initial_lags=None):
     full = jnp.concatenate([before, y], axis=-2)  # (..., L + T, D)
     lags = [full[..., num_lags - lag : num_lags - lag + T, :] for lag in range(1, num_lags + 1)]
     return jnp.concatenate(lags, axis=-1)
+
+
+def lagged_step_mask(observed, num_lags, initial_known=None, *, first_steps_count=False):
+    """Which steps of an L-lag autoregression count: observed, with all ``L`` lags known.
+
+    Args:
+        observed: bool, shape ``(..., T)``, True where ``y_t`` is known.
+        num_lags: ``L``.
+        initial_known: bool, broadcasting to ``(..., L)``, True where the observation before the
+            series (``y_{1-L}, ..., y_0``) is known; None means none is (the first ``L``
+            steps are conditioned on).
+        first_steps_count: the first ``L`` steps count without lags (they have an initial
+            distribution of their own).
+
+    Returns:
+        bool, shape ``(..., T)``: ``observed[t]`` and ``y_{t-1}, ..., y_{t-L}`` all known (or
+        ``t <= L`` with ``first_steps_count``).
+    """
+    observed = jnp.asarray(observed, bool)
+    T, L = observed.shape[-1], num_lags
+    before = jnp.zeros((L,), bool) if initial_known is None else jnp.asarray(initial_known, bool)
+    before = jnp.broadcast_to(before, observed.shape[:-1] + (L,))
+    known = jnp.concatenate([before, observed], axis=-1)  # steps 1-L .. T
+    position = jnp.arange(L + T)
+    last_unknown = lax.cummax(jnp.where(known, -1, position), axis=known.ndim - 1)
+    # the lags of step t (0-based) sit at positions t .. t + L - 1 of `known`
+    lags_known = last_unknown[..., L - 1 : L - 1 + T] < jnp.arange(T)
+    if first_steps_count:
+        lags_known = lags_known | (jnp.arange(T) < L)
+    return observed & lags_known
 
 
 def get_lags(observations, num_lags):

@@ -23,26 +23,9 @@ import jax.numpy as jnp
 from jax import lax
 
 from numpyro_ssm.ops.switching.autoregression import ARParams
+from numpyro_ssm.ops.switching.companion import companion_matrices
 
-__all__ = ["arhmm_moments", "companion_matrices"]
-
-
-def companion_matrices(matrix):
-    """The companion matrices ``F_k`` of L-lag autoregressions, shape ``(..., K, L D, L D)``.
-
-    ``F_k = [[A_{k,1}, ..., A_{k,L}], [I, 0]]``: the first ``D`` rows are ``A_k``, the rest
-    shift the stacked lags down by one block, exactly (no added noise).
-
-    Args:
-        matrix: shape ``(..., K, D, L D)``.
-
-    Returns:
-        Shape ``(..., K, L D, L D)``.
-    """
-    D, LD = matrix.shape[-2:]
-    shift = jnp.eye(LD - D, LD, dtype=matrix.dtype)
-    shift = jnp.broadcast_to(shift, matrix.shape[:-2] + shift.shape)
-    return jnp.concatenate([matrix, shift], axis=-2)
+__all__ = ["arhmm_moments"]
 
 
 def arhmm_moments(initial_probs, transition_matrix, params: ARParams, initial_lags, num_steps):
