@@ -6,14 +6,18 @@ from numpyro_ssm.distributions import (
     AutoregressiveHMM,
     DiscreteHMM,
     LinearGaussianSSM,
+    MarkovChain,
     StickyDirichlet,
+    SwitchingAutoregression,
 )
 
 __all__ = [
     "AutoregressiveHMM",
     "DiscreteHMM",
     "LinearGaussianSSM",
+    "MarkovChain",
     "StickyDirichlet",
+    "SwitchingAutoregression",
     "infer",
     "ops",
     "pad_sequences",

@@ -13,6 +13,8 @@ from numpyro_ssm.distributions._ssm import (
 from numpyro_ssm.distributions.arhmm import AutoregressiveHMM
 from numpyro_ssm.distributions.hmm import DiscreteHMM
 from numpyro_ssm.distributions.lgssm import LinearGaussianSSM
+from numpyro_ssm.distributions.markov_chain import MarkovChain
+from numpyro_ssm.distributions.switching_ar import SwitchingAutoregression
 from numpyro_ssm.distributions.transition_priors import StickyDirichlet
 
 __all__ = [
@@ -20,8 +22,10 @@ __all__ = [
     "AutoregressiveHMM",
     "DiscreteHMM",
     "LinearGaussianSSM",
+    "MarkovChain",
     "SSMLatents",
     "StateSpaceModel",
     "StickyDirichlet",
+    "SwitchingAutoregression",
     "is_state_space_model",
 ]
