@@ -225,9 +225,10 @@ def get_lags(observations, num_lags):
 def ar_log_likelihoods(params: ARParams, observations, lags):
     """``log N(y_t | A_k x_t + b_k, Q_k)`` for every step and state, shape ``(..., T, K)``.
 
-    Whitened once per state: with ``W_k = U_k⁻¹`` the log-density is
-    ``-||W_k y_t - W_k A_k x_t - W_k b_k||² / 2 - log det U_k - D log(2π) / 2``, two matrix
-    products over all steps and states (no per-step solve).
+    Whitened once per state: with ``W_k = U_k⁻¹`` the residual ``W_k (y_t - A_k x_t - b_k)`` is
+    ``[W_k, -W_k A_k, -W_k b_k] [y_t; x_t; 1]``, so all ``K`` whitened residuals of all steps
+    come out of *one* matrix product ``(T, D + L D + 1) x (D + L D + 1, K D)`` (and so does the
+    gradient): no per-step solve, no per-state loop.
 
     Args:
         params: the :class:`ARParams`, batch axes ``(...)`` broadcasting with the data's.
@@ -238,16 +239,24 @@ def ar_log_likelihoods(params: ARParams, observations, lags):
         Shape ``(..., T, K)``, batch axes broadcast.
     """
     A, b, U = params
-    dim = A.shape[-2]
-    eye = jnp.broadcast_to(jnp.eye(dim, dtype=U.dtype), U.shape)
+    K, D = A.shape[-3], A.shape[-2]
+    eye = jnp.broadcast_to(jnp.eye(D, dtype=U.dtype), U.shape)
     whiten = solve_lower(U, eye)  # (..., K, D, D): U_k⁻¹
-    WA = whiten @ A  # (..., K, D, L D)
-    Wb = (whiten @ b[..., None])[..., 0]  # (..., K, D)
+    rows = jnp.concatenate([whiten, -(whiten @ A), -(whiten @ b[..., None])], axis=-1)
+    rows = rows.reshape(rows.shape[:-3] + (K * D, rows.shape[-1]))  # (..., K D, D + L D + 1)
     y = jnp.asarray(observations)
     x = jnp.asarray(lags)
-    # (..., T, K, D) by two products: W_k y_t - W_k A_k x_t - W_k b_k
-    wy = jnp.einsum("...kde,...te->...tkd", whiten, y)
-    wax = jnp.einsum("...kdp,...tp->...tkd", WA, x)
-    resid = wy - wax - Wb[..., None, :, :]
-    log_norm = 0.5 * chol_logdet(U) + 0.5 * dim * _LOG_2PI  # (..., K)
+    shape = jnp.broadcast_shapes(y.shape[:-1], x.shape[:-1])
+    ones = jnp.ones(shape + (1,), jnp.result_type(y, x))
+    inputs = jnp.concatenate(
+        [
+            jnp.broadcast_to(y, shape + y.shape[-1:]),
+            jnp.broadcast_to(x, shape + x.shape[-1:]),
+            ones,
+        ],
+        axis=-1,
+    )
+    resid = inputs @ jnp.swapaxes(rows, -1, -2)  # (..., T, K D)
+    resid = resid.reshape(resid.shape[:-1] + (K, D))
+    log_norm = 0.5 * chol_logdet(U) + 0.5 * D * _LOG_2PI  # (..., K)
     return -0.5 * jnp.sum(resid * resid, axis=-1) - log_norm[..., None, :]
