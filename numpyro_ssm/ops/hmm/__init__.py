@@ -17,7 +17,8 @@ Modules, one idea each:
   :func:`hmm_log_marginal`.
 - :mod:`~numpyro_ssm.ops.hmm.smoothing`: forward-backward, :func:`hmm_smoother`.
 - :mod:`~numpyro_ssm.ops.hmm.paths`: Viterbi (:func:`hmm_posterior_mode`) and FFBS
-  (:func:`hmm_posterior_sample`).
+  (:func:`hmm_posterior_sample`; :func:`sequential_posterior_sample`, its classic backward
+  pass with one draw per step).
 - :mod:`~numpyro_ssm.ops.hmm.markov`: :func:`stationary_distribution`.
 - :mod:`~numpyro_ssm.ops.hmm.counts`: :func:`count_transitions` and the conjugate Dirichlet
   update of transition rows, :func:`sample_transition_matrix`.
@@ -59,7 +60,11 @@ from numpyro_ssm.ops.hmm.hdp import (
     sample_table_counts,
 )
 from numpyro_ssm.ops.hmm.markov import stationary_distribution
-from numpyro_ssm.ops.hmm.paths import hmm_posterior_mode, hmm_posterior_sample
+from numpyro_ssm.ops.hmm.paths import (
+    hmm_posterior_mode,
+    hmm_posterior_sample,
+    sequential_posterior_sample,
+)
 from numpyro_ssm.ops.hmm.smoothing import hmm_smoother
 
 __all__ = [
@@ -78,6 +83,7 @@ __all__ = [
     "sample_hdp_transitions",
     "sample_table_counts",
     "sample_transition_matrix",
+    "sequential_posterior_sample",
     "state_runs",
     "state_usage",
     "stationary_distribution",
