@@ -44,6 +44,7 @@ from numpyro_ssm.ops.switching.gibbs import (
 from numpyro_ssm.ops.switching.mniw import (
     MNIWParams,
     RegressionStats,
+    grouped_regression_stats,
     mniw_posterior,
     regression_stats,
     sample_mniw,
@@ -70,6 +71,7 @@ __all__ = [
     "arhmm_moments",
     "companion_matrices",
     "get_lags",
+    "grouped_regression_stats",
     "init_arhmm_gibbs",
     "init_slds_gibbs",
     "lag_matrix",

@@ -34,7 +34,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from numpyro_ssm.ops.hmm import hmm_posterior_sample
+from numpyro_ssm.ops.hmm import hmm_posterior_sample, sequential_posterior_sample
 from numpyro_ssm.ops.hmm.counts import (
     count_transitions,
     sample_transition_matrix,
@@ -50,7 +50,12 @@ from numpyro_ssm.ops.switching.autoregression import (
     lagged_step_mask,
 )
 from numpyro_ssm.ops.switching.companion import ar_to_lds, lds_to_latents
-from numpyro_ssm.ops.switching.mniw import MNIWParams, mniw_posterior, regression_stats, sample_mniw
+from numpyro_ssm.ops.switching.mniw import (
+    MNIWParams,
+    grouped_regression_stats,
+    mniw_posterior,
+    sample_mniw,
+)
 
 __all__ = [
     "ARHMMGibbsState",
@@ -187,9 +192,14 @@ def resample_discrete(
         int32, shape ``(B, T)``.
     """
     log_lik = ar_log_likelihoods(ar, series, lags)
-    path = hmm_posterior_sample(
-        key, initial_probs, transition_matrix, log_lik, obs_mask=counted, parallel=parallel
-    )
+    if parallel:
+        path = hmm_posterior_sample(
+            key, initial_probs, transition_matrix, log_lik, obs_mask=counted, parallel=True
+        )
+    else:  # one uniform per step: the cheap backward pass on a CPU
+        path = sequential_posterior_sample(
+            key, initial_probs, transition_matrix, log_lik, obs_mask=counted
+        )
     return path.astype(jnp.int32)
 
 
@@ -209,11 +219,12 @@ def resample_ar(key, series, lags, counted, states, prior: MNIWParams, num_state
         :class:`~numpyro_ssm.ops.switching.ARParams`.
     """
     D = series.shape[-1]
-    weights = jax.nn.one_hot(states, num_states, dtype=series.dtype) * counted[..., None]
-    stats = regression_stats(
+    stats = grouped_regression_stats(
         _with_ones(lags).reshape(-1, lags.shape[-1] + 1),
         series.reshape(-1, D),
-        weights.reshape(-1, num_states),
+        jnp.asarray(states).reshape(-1),
+        num_states,
+        counted.reshape(-1),
     )
     Ab, scale_tril = sample_mniw(key, mniw_posterior(prior, stats))
     return ARParams(Ab[..., :-1], Ab[..., -1], scale_tril)

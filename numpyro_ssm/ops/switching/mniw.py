@@ -30,7 +30,14 @@ import jax.numpy as jnp
 
 from numpyro_ssm.ops.linalg import cholesky, solve_lower, solve_lower_transpose, tria
 
-__all__ = ["MNIWParams", "RegressionStats", "mniw_posterior", "regression_stats", "sample_mniw"]
+__all__ = [
+    "MNIWParams",
+    "RegressionStats",
+    "grouped_regression_stats",
+    "mniw_posterior",
+    "regression_stats",
+    "sample_mniw",
+]
 
 
 class MNIWParams(NamedTuple):
@@ -85,6 +92,51 @@ def regression_stats(inputs, outputs, weights) -> RegressionStats:
         yy=jnp.einsum("nk,nd,ne->kde", w, y, y),
         count=w.sum(0),
     )
+
+
+_CHUNK = 8192  # frames per chunk of grouped_regression_stats: bounds its (chunk, Q, Q) products
+
+
+def grouped_regression_stats(inputs, outputs, groups, num_groups, mask=None) -> RegressionStats:
+    """:func:`regression_stats` with one-hot weights, in ``O(N Q^2)`` instead of ``O(N K Q^2)``.
+
+    Each frame belongs to one group (a state), so the statistics are segment sums of the
+    frames' outer products ``[x; y][x; y]ᵀ`` (``Q = P + D``), accumulated over chunks of
+    frames so that memory stays bounded whatever ``N``.
+
+    Args:
+        inputs: shape ``(N, P)``.
+        outputs: shape ``(N, D)``.
+        groups: int, shape ``(N,)``, values in ``[0, K)``.
+        num_groups: ``K``.
+        mask: bool, shape ``(N,)``, True for the frames that count, or None.
+
+    Returns:
+        :class:`RegressionStats` with a leading ``K`` axis.
+    """
+    x, y = jnp.asarray(inputs), jnp.asarray(outputs)
+    u = jnp.concatenate([x, y], axis=-1)
+    N, Q = u.shape
+    P = x.shape[-1]
+    weight = jnp.ones(N, u.dtype) if mask is None else jnp.asarray(mask).astype(u.dtype)
+    pad = -N % _CHUNK if N > _CHUNK else 0
+    chunk = _CHUNK if N > _CHUNK else N
+    u = jnp.concatenate([u, jnp.zeros((pad, Q), u.dtype)]).reshape(-1, chunk, Q)
+    weight = jnp.concatenate([weight, jnp.zeros(pad, u.dtype)]).reshape(-1, chunk)
+    g = jnp.concatenate([jnp.asarray(groups), jnp.zeros(pad, jnp.int32)]).reshape(-1, chunk)
+
+    def add(total, inputs):
+        u_c, w_c, g_c = inputs
+        wu = u_c * w_c[:, None]
+        outer = (wu[:, :, None] * u_c[:, None, :]).reshape(chunk, Q * Q)
+        sums = jax.ops.segment_sum(outer, g_c, num_segments=num_groups)
+        counts = jax.ops.segment_sum(w_c, g_c, num_segments=num_groups)
+        return (total[0] + sums, total[1] + counts), None
+
+    zeros = (jnp.zeros((num_groups, Q * Q), u.dtype), jnp.zeros(num_groups, u.dtype))
+    (sums, counts), _ = jax.lax.scan(add, zeros, (u, weight, g))
+    S = sums.reshape(num_groups, Q, Q)
+    return RegressionStats(xx=S[:, :P, :P], yx=S[:, P:, :P], yy=S[:, P:, P:], count=counts)
 
 
 def mniw_posterior(prior: MNIWParams, stats: RegressionStats) -> MNIWParams:

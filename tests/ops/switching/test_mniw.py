@@ -60,3 +60,17 @@ def test_draws_have_the_mniw_moments():
     cov = np.kron(S / (nu - D - 1), np.linalg.inv(Lam))  # Cov(vec_row W) = E[Sigma] (x) Lam^-1
     outer = resid[:, :, None] * resid[:, None, :]
     check(outer, cov, "Cov[W]")
+
+
+def test_grouped_statistics_equal_the_one_hot_weighted_ones():
+    from numpyro_ssm.ops.switching import grouped_regression_stats
+
+    rng = np.random.default_rng(2)
+    N, K = 9000, 4  # more frames than one chunk
+    x, y = rng.normal(size=(N, 3)), rng.normal(size=(N, 2))
+    z = rng.integers(K, size=N)
+    mask = rng.uniform(size=N) > 0.1
+    dense = regression_stats(x, y, np.eye(K)[z] * mask[:, None])
+    grouped = grouped_regression_stats(x, y, jnp.asarray(z), K, jnp.asarray(mask))
+    for a, b in zip(grouped, dense, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-9)
