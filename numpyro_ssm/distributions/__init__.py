@@ -14,6 +14,7 @@ from numpyro_ssm.distributions.arhmm import AutoregressiveHMM
 from numpyro_ssm.distributions.hmm import DiscreteHMM
 from numpyro_ssm.distributions.lgssm import LinearGaussianSSM
 from numpyro_ssm.distributions.markov_chain import MarkovChain
+from numpyro_ssm.distributions.mean_switching import mean_switching_autoregression
 from numpyro_ssm.distributions.switching_ar import SwitchingAutoregression
 from numpyro_ssm.distributions.transition_priors import StickyDirichlet
 
@@ -28,4 +29,5 @@ __all__ = [
     "StickyDirichlet",
     "SwitchingAutoregression",
     "is_state_space_model",
+    "mean_switching_autoregression",
 ]

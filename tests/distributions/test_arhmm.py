@@ -1,7 +1,5 @@
 """AutoregressiveHMM against path enumeration, statsmodels (Hamilton 1989) and dynamax."""
 
-import itertools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,6 +9,7 @@ from oracles import arhmm_log_likelihoods, arhmm_path_moments, hmm_brute_force
 from scipy.stats import multivariate_normal
 
 from numpyro_ssm import AutoregressiveHMM, pad_sequences
+from numpyro_ssm.distributions import mean_switching_autoregression
 
 K, D, L, T = 3, 2, 2, 6
 
@@ -136,41 +135,6 @@ def test_matches_dynamax_with_explicit_zero_initial_lags():
     )
 
 
-def _hamilton_arhmm(params, num_steps):
-    """Hamilton's (1989) mean-switching AR(4) as a 32-state ARHMM of (s_t, ..., s_{t-4}).
-
-    ``y_t - mu_{s_t} = sum_i phi_i (y_{t-i} - mu_{s_{t-i}}) + e_t``: the AR matrix is the same
-    in every expanded state and the bias is ``mu_{s_t} - sum_i phi_i mu_{s_{t-i}}``.
-    """
-    p00, p10, mu0, mu1, sigma2, *phi = params
-    P2 = np.array([[p00, 1 - p00], [p10, 1 - p10]])
-    mu = np.array([mu0, mu1])
-    order = len(phi)
-    regimes = list(itertools.product((0, 1), repeat=order + 1))  # (s_t, s_{t-1}, ..., s_{t-4})
-    index = {r: i for i, r in enumerate(regimes)}
-    n = len(regimes)
-    P = np.zeros((n, n))
-    for r in regimes:
-        for s_next in (0, 1):
-            P[index[r], index[(s_next,) + r[:-1]]] = P2[r[0], s_next]
-    stationary2 = np.array([P2[1, 0], P2[0, 1]]) / (P2[1, 0] + P2[0, 1])
-    initial = np.array(
-        [stationary2[r[-1]] * np.prod([P2[r[j + 1], r[j]] for j in range(order)]) for r in regimes]
-    )
-    bias = np.array([[mu[r[0]] - np.dot(phi, mu[list(r[1:])])] for r in regimes])
-    A = np.broadcast_to(np.array(phi)[None, None, :], (n, 1, order))
-    model = AutoregressiveHMM(
-        initial,
-        P,
-        A,
-        ar_bias=bias,
-        ar_cov=np.full((n, 1, 1), sigma2),
-        num_steps=num_steps,
-    )
-    recession = np.array([r[0] for r in regimes], bool)
-    return model, recession
-
-
 def test_hamilton_gnp_matches_statsmodels_and_the_published_log_likelihood():
     from statsmodels.tsa.regime_switching.markov_autoregression import MarkovAutoregression
     from statsmodels.tsa.regime_switching.tests.test_markov_autoregression import (
@@ -192,12 +156,15 @@ def test_hamilton_gnp_matches_statsmodels_and_the_published_log_likelihood():
         -0.212923,
     ]
     y = np.asarray(rgnp)[:, None]
-    model, recession = _hamilton_arhmm(params, len(y))
+    p00, p10, mu0, mu1, sigma2, *phi = params
+    P = np.array([[p00, 1 - p00], [p10, 1 - p10]])
+    model, regimes = mean_switching_autoregression(P, [mu0, mu1], phi, sigma2, num_steps=len(y))
+    high_growth = np.asarray(regimes) == 1  # statsmodels regime 1: the higher mean
     sm = MarkovAutoregression(np.asarray(rgnp), k_regimes=2, order=4, switching_ar=False)
     sm_result = sm.smooth(params)
     np.testing.assert_allclose(model.log_prob(y), sm.loglike(params), rtol=1e-10)
     np.testing.assert_allclose(model.log_prob(y), -181.26339, atol=1e-5)
-    smoothed = model.smooth(y).smoothed_probs[4:, recession].sum(-1)
+    smoothed = model.smooth(y).smoothed_probs[4:, high_growth].sum(-1)
     np.testing.assert_allclose(smoothed, sm_result.smoothed_marginal_probabilities[:, 1], atol=1e-9)
     np.testing.assert_allclose(smoothed, hamilton_ar4_smoothed, atol=1e-5)
 
