@@ -25,6 +25,12 @@ EXPECTED_FIGURES = {
         "lgssm_trace_h_d_fixed.png",
     },
     "nile_local_level": {"nile_local_level.png", "nile_local_level_trace.png"},
+    "gnp_markov_switching": {"gnp_recessions.png", "gnp_posterior.png", "gnp_forecast.png"},
+    "keypoint_slds": {
+        "keypoint_slds_ethogram.png",
+        "keypoint_slds_durations.png",
+        "keypoint_slds_trace.png",
+    },
 }
 
 
