@@ -13,7 +13,10 @@ of Säilynoja, Bürkner & Vehtari 2022) and plotted (``docs/_static/sbc/<model>.
 - ``local_level``: the local level model (random walk plus noise), both scales unknown, T = 50;
 - ``lgssm_2d``: two AR(1) states observed through a fixed 2 x 2 loading matrix, unknown AR
   coefficients, state scale and the two observation scales, T = 50 with 20% of the entries
-  missing (a fixed random entry mask).
+  missing (a fixed random entry mask);
+- ``switching_ar``: 2-regime autoregressive HMM (``AutoregressiveHMM``, AR(1) per regime from
+  ``initial_lags = 0``, ordered biases), a ``StickyDirichlet`` transition matrix (α = 2, κ = 6),
+  per-regime AR coefficients, a common noise scale, T = 40.
 
 Typical use (results to docs/_static/sbc/, a markdown table on stdout)::
 
@@ -36,7 +39,12 @@ import numpy as np  # noqa: E402
 import numpyro  # noqa: E402
 import numpyro.distributions as dist  # noqa: E402
 
-from numpyro_ssm import DiscreteHMM, LinearGaussianSSM  # noqa: E402
+from numpyro_ssm import (  # noqa: E402
+    AutoregressiveHMM,
+    DiscreteHMM,
+    LinearGaussianSSM,
+    StickyDirichlet,
+)
 from numpyro_ssm.infer import plot_sbc_ranks, run_sbc, sbc_summary  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,6 +52,7 @@ HMM_STEPS = 60
 HMM_MASK = (np.arange(HMM_STEPS) % 7 != 6) & (np.arange(HMM_STEPS) < HMM_STEPS - 5)
 LG_STEPS = 50
 LG_MASK = np.random.default_rng(0).uniform(size=(LG_STEPS, 2)) > 0.2
+SWITCHING_STEPS = 40
 LOADINGS = jnp.array([[1.0, 0.0], [0.5, 1.0]])
 
 
@@ -102,11 +111,30 @@ def lgssm_2d(y=None):
     numpyro.sample("y", ssm, obs=y)
 
 
+def switching_ar(y=None):
+    P = numpyro.sample("P", StickyDirichlet(2.0, 6.0, num_states=2))
+    loc = numpyro.sample("loc", dist.Normal(0.0, 1.0))
+    gap = numpyro.sample("gap", dist.Gamma(6.0, 2.0))
+    coef = numpyro.sample("coef", dist.Uniform(-0.8, 0.8).expand([2]).to_event(1))
+    sigma = numpyro.sample("sigma", dist.HalfNormal(0.7))
+    arhmm = AutoregressiveHMM(
+        jnp.ones(2) / 2,
+        P,
+        coef[:, None, None],
+        ar_bias=jnp.stack([loc, loc + gap])[:, None],
+        ar_scale_tril=sigma * jnp.broadcast_to(jnp.eye(1), (2, 1, 1)),
+        initial_lags=jnp.zeros((1, 1)),
+        num_steps=SWITCHING_STEPS,
+    )
+    numpyro.sample("y", arhmm, obs=y)
+
+
 MODELS = {
     "hmm_poisson": hmm_poisson,
     "hmm_gaussian": hmm_gaussian,
     "local_level": local_level,
     "lgssm_2d": lgssm_2d,
+    "switching_ar": switching_ar,
 }
 
 
