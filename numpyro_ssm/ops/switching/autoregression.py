@@ -242,7 +242,9 @@ def ar_log_likelihoods(params: ARParams, observations, lags):
     K, D = A.shape[-3], A.shape[-2]
     eye = jnp.broadcast_to(jnp.eye(D, dtype=U.dtype), U.shape)
     whiten = solve_lower(U, eye)  # (..., K, D, D): U_k⁻¹
-    rows = jnp.concatenate([whiten, -(whiten @ A), -(whiten @ b[..., None])], axis=-1)
+    blocks = [whiten, -(whiten @ A), -(whiten @ b[..., None])]
+    batch = jnp.broadcast_shapes(*(block.shape[:-3] for block in blocks))  # params may differ
+    rows = jnp.concatenate([jnp.broadcast_to(m, batch + m.shape[-3:]) for m in blocks], axis=-1)
     rows = rows.reshape(rows.shape[:-3] + (K * D, rows.shape[-1]))  # (..., K D, D + L D + 1)
     y = jnp.asarray(observations)
     x = jnp.asarray(lags)

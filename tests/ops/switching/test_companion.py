@@ -99,3 +99,19 @@ def test_get_lags_and_lag_matrix():
     np.testing.assert_array_equal(full[0], [-4.0, -3.0, -2.0, -1.0])
     with pytest.raises(ValueError, match=r"num_lags must be an int in \[1, T\) with T=6"):
         get_lags(jnp.asarray(x), 6)
+
+
+def test_ar_log_likelihoods_broadcast_parameters_of_different_batch_shapes():
+    from numpyro_ssm.ops.switching import ARParams, ar_log_likelihoods
+
+    rng = np.random.default_rng(3)
+    A = rng.normal(size=(3, 2, 2, 2))  # a batch of 3 AR matrices; b and U unbatched
+    b = rng.normal(size=(2, 2))
+    U = np.linalg.cholesky(np.eye(2) + 0.3 * np.stack([np.eye(2), np.ones((2, 2))]))
+    y, x = rng.normal(size=(4, 3, 5, 2)), rng.normal(size=(4, 3, 5, 2))
+    out = ar_log_likelihoods(ARParams(jnp.asarray(A), jnp.asarray(b), jnp.asarray(U)), y, x)
+    assert out.shape == (4, 3, 5, 2)
+    for i, j, t, k in [(0, 0, 0, 0), (3, 2, 4, 1), (1, 1, 2, 0)]:
+        mean = A[j, k] @ x[i, j, t] + b[k]
+        expected = multivariate_normal(mean, U[k] @ U[k].T).logpdf(y[i, j, t])
+        np.testing.assert_allclose(out[i, j, t, k], expected, rtol=1e-12)
