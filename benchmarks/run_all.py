@@ -28,7 +28,7 @@ if __package__ in (None, ""):  # run as a script: make the `benchmarks` package 
 from benchmarks._timing import fmt, print_table  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ("hmm", "lgssm", "nuts", "memory", "compile_time", "particle", "hsmm")
+SCRIPTS = ("hmm", "lgssm", "nuts", "memory", "compile_time", "particle", "hsmm", "switching")
 
 
 def script_command(name, args, json_path):

@@ -23,6 +23,9 @@ of Säilynoja, Bürkner & Vehtari 2022) and plotted (``docs/_static/sbc/<model>.
 - ``hsmm_poisson``: 2-state Poisson hidden semi-Markov model, ordered rates, durations
   ``d - 1 ~ Poisson(dwell_k)`` truncated at 15, one dwell rate per state, T = 60 with the HMM's
   mask (the last segment right-censored).
+- ``switching_ar``: 2-regime autoregressive HMM (``AutoregressiveHMM``, AR(1) per regime from
+  ``initial_lags = 0``, ordered biases), a ``StickyDirichlet`` transition matrix (α = 2, κ = 6),
+  per-regime AR coefficients, a common noise scale, T = 40.
 
 Typical use (results to docs/_static/sbc/, a markdown table on stdout)::
 
@@ -45,7 +48,14 @@ import numpy as np  # noqa: E402
 import numpyro  # noqa: E402
 import numpyro.distributions as dist  # noqa: E402
 
-from numpyro_ssm import DiscreteHMM, DiscreteHSMM, LinearGaussianSSM, ParticleSSM  # noqa: E402
+from numpyro_ssm import (  # noqa: E402
+    AutoregressiveHMM,
+    DiscreteHMM,
+    DiscreteHSMM,
+    LinearGaussianSSM,
+    ParticleSSM,
+    StickyDirichlet,
+)
 from numpyro_ssm.infer import (  # noqa: E402
     plot_sbc_ranks,
     pmmh_posterior_fn,
@@ -58,6 +68,7 @@ HMM_STEPS = 60
 HMM_MASK = (np.arange(HMM_STEPS) % 7 != 6) & (np.arange(HMM_STEPS) < HMM_STEPS - 5)
 LG_STEPS = 50
 LG_MASK = np.random.default_rng(0).uniform(size=(LG_STEPS, 2)) > 0.2
+SWITCHING_STEPS = 40
 LOADINGS = jnp.array([[1.0, 0.0], [0.5, 1.0]])
 SV_STEPS = 100
 PMMH_STEPS = 5  # a PMMH step mixes far less than a NUTS transition
@@ -159,6 +170,24 @@ def hsmm_poisson(y=None):
     numpyro.sample("y", hsmm, obs=y)
 
 
+def switching_ar(y=None):
+    P = numpyro.sample("P", StickyDirichlet(2.0, 6.0, num_states=2))
+    loc = numpyro.sample("loc", dist.Normal(0.0, 1.0))
+    gap = numpyro.sample("gap", dist.Gamma(6.0, 2.0))
+    coef = numpyro.sample("coef", dist.Uniform(-0.8, 0.8).expand([2]).to_event(1))
+    sigma = numpyro.sample("sigma", dist.HalfNormal(0.7))
+    arhmm = AutoregressiveHMM(
+        jnp.ones(2) / 2,
+        P,
+        coef[:, None, None],
+        ar_bias=jnp.stack([loc, loc + gap])[:, None],
+        ar_scale_tril=sigma * jnp.broadcast_to(jnp.eye(1), (2, 1, 1)),
+        initial_lags=jnp.zeros((1, 1)),
+        num_steps=SWITCHING_STEPS,
+    )
+    numpyro.sample("y", arhmm, obs=y)
+
+
 MODELS = {
     "hmm_poisson": hmm_poisson,
     "hmm_gaussian": hmm_gaussian,
@@ -166,6 +195,7 @@ MODELS = {
     "lgssm_2d": lgssm_2d,
     "sv_particle": sv_particle,
     "hsmm_poisson": hsmm_poisson,
+    "switching_ar": switching_ar,
 }
 PARTICLE_MODELS = {"sv_particle"}
 

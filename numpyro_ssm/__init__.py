@@ -2,13 +2,26 @@
 
 from numpyro_ssm import infer, ops
 from numpyro_ssm._padding import pad_sequences, unpad
-from numpyro_ssm.distributions import DiscreteHMM, DiscreteHSMM, LinearGaussianSSM, ParticleSSM
+from numpyro_ssm.distributions import (
+    AutoregressiveHMM,
+    DiscreteHMM,
+    DiscreteHSMM,
+    LinearGaussianSSM,
+    MarkovChain,
+    ParticleSSM,
+    StickyDirichlet,
+    SwitchingAutoregression,
+)
 
 __all__ = [
+    "AutoregressiveHMM",
     "DiscreteHMM",
     "DiscreteHSMM",
     "LinearGaussianSSM",
     "ParticleSSM",
+    "MarkovChain",
+    "StickyDirichlet",
+    "SwitchingAutoregression",
     "infer",
     "ops",
     "pad_sequences",

@@ -261,6 +261,146 @@ def statsmodels_filter(params, y):
     return kf
 
 
+# ------------------------------------------------------------------------------------------------
+# Switching and autoregressive models (issue 19): per-path enumeration with SciPy densities.
+
+
+def arhmm_log_likelihoods(A, b, Q, y, num_lags, counted, *, initial_lags=None, initial_logpdf=None):
+    """``[t, k] = log p(y_t | z_t = k, lags)`` by explicit loops, zero where ``counted`` is False.
+
+    Args:
+        A: (K, D, L*D), lag blocks most recent first.
+        b: (K, D).
+        Q: (K, D, D) covariances.
+        y: (T, D).
+        num_lags: L.
+        counted: (T,) bool, the steps that count (written out by the test).
+        initial_lags: (L, D) observations before y_1 in time order, or None.
+        initial_logpdf: function (y_t, k) -> log density for t < L, or None.
+    """
+    y = np.asarray(y, dtype=float)
+    T, D = y.shape
+    K = np.shape(A)[0]
+    L = num_lags
+    history = np.zeros((L, D)) if initial_lags is None else np.asarray(initial_lags, dtype=float)
+    full = np.concatenate([history, y])
+    out = np.zeros((T, K))
+    for t in range(T):
+        if not counted[t]:
+            continue
+        for k in range(K):
+            if initial_logpdf is not None and t < L:
+                out[t, k] = initial_logpdf(y[t], k)
+                continue
+            mean = np.asarray(b[k], dtype=float).copy()
+            for lag in range(1, L + 1):
+                block = np.asarray(A[k])[:, (lag - 1) * D : lag * D]
+                mean += block @ full[L + t - lag]
+            out[t, k] = multivariate_normal(mean, np.asarray(Q[k])).logpdf(y[t])
+    return out
+
+
+def arhmm_path_moments(initial_probs, transition_matrix, A, b, Q, initial_lags, T):
+    """Exact ``E[y_t]`` and ``Var[y_t]`` (per entry) of an ARHMM by enumerating all K^T paths.
+
+    Given a path the observations are jointly Gaussian; their means and per-step covariances
+    follow from unrolling the recursion with the stacked lag vector, path by path.
+    """
+    pi = np.asarray(initial_probs, dtype=float)
+    P = np.asarray(transition_matrix, dtype=float)
+    A, b, Q = (np.asarray(x, dtype=float) for x in (A, b, Q))
+    K, D, LD = A.shape
+    s0 = np.asarray(initial_lags, dtype=float)[::-1].reshape(-1)  # most recent first
+    mean = np.zeros((T, D))
+    second = np.zeros((T, D))
+    for z in itertools.product(range(K), repeat=T):
+        prob = pi[z[0]] * np.prod([P[z[t], z[t + 1]] for t in range(T - 1)])
+        if prob == 0:
+            continue
+        m, C = s0.copy(), np.zeros((LD, LD))
+        for t in range(T):
+            k = z[t]
+            F = np.zeros((LD, LD))
+            F[:D] = A[k]
+            F[D:, : LD - D] = np.eye(LD - D)
+            c = np.zeros(LD)
+            c[:D] = b[k]
+            N = np.zeros((LD, LD))
+            N[:D, :D] = Q[k]
+            m, C = F @ m + c, F @ C @ F.T + N
+            mean[t] += prob * m[:D]
+            second[t] += prob * (np.diag(C[:D, :D]) + m[:D] ** 2)
+    return mean, second - mean**2
+
+
+def slds_dense_given_path(A, b, Q, z, C, d, R, m0, P0, T):
+    """The joint Gaussian of an SLDS given its discrete path, by unrolling the AR recursion.
+
+    Latents ``u = [x_{2-L}, ..., x_0, x_1, ..., x_T]`` with ``[x_1; x_0; ...; x_{2-L}] ~ N(m0,
+    P0)`` and ``x_t = sum_l A[z_t]_l x_{t-l} + b[z_t] + N(0, Q[z_t])`` for ``t >= 2``;
+    ``y_t = C x_t + d + N(0, R)``. Returns ``(mean_x (T, D), cov_x (T*D, T*D), mean_y (T*Dy,),
+    cov_y, cov_xy)`` with ``x`` the steps ``1..T``.
+    """
+    A, b, Q = (np.asarray(a, dtype=float) for a in (A, b, Q))
+    K, D, LD = A.shape
+    L = LD // D
+    n = L - 1 + T  # latents x_{2-L} .. x_T; index i <-> x_{i - L + 2}
+    noise_dim = LD + (T - 1) * D
+    c = np.zeros(n * D)
+    G = np.zeros((n * D, noise_dim))
+    chol0 = np.linalg.cholesky(np.asarray(P0, dtype=float))
+    m0 = np.asarray(m0, dtype=float)
+    for j in range(L):  # block j of s_1 is x_{1-j}, index L - 1 - j
+        i = L - 1 - j
+        c[i * D : (i + 1) * D] = m0[j * D : (j + 1) * D]
+        G[i * D : (i + 1) * D, :LD] = chol0[j * D : (j + 1) * D]
+    for t in range(2, T + 1):
+        i = t + L - 2
+        k = z[t - 1]
+        rows = slice(i * D, (i + 1) * D)
+        c[rows] = b[k]
+        for lag in range(1, L + 1):
+            block = A[k][:, (lag - 1) * D : lag * D]
+            prev = slice((i - lag) * D, (i - lag + 1) * D)
+            c[rows] += block @ c[prev]
+            G[rows] += block @ G[prev]
+        col = LD + (t - 2) * D
+        G[rows, col : col + D] = np.linalg.cholesky(Q[k])
+    cov_u = G @ G.T
+    first = (L - 1) * D
+    mean_x, cov_x = c[first:], cov_u[first:, first:]
+    C = np.asarray(C, dtype=float)
+    Hbig = np.kron(np.eye(T), C)
+    mean_y = Hbig @ mean_x + np.tile(np.asarray(d, dtype=float), T)
+    cov_y = Hbig @ cov_x @ Hbig.T + np.kron(np.eye(T), np.asarray(R, dtype=float))
+    return mean_x.reshape(T, D), cov_x, mean_y, cov_y, cov_x @ Hbig.T
+
+
+def slds_brute_force(initial_probs, transition_matrix, A, b, Q, C, d, R, m0, P0, y):
+    """Enumerate the K^T discrete paths of a tiny SLDS, each an exact Gaussian model.
+
+    Returns ``(log_marginal, paths (K^T, T), path_posterior (K^T,), posterior_mean_x (T, D))``.
+    """
+    y = np.asarray(y, dtype=float)
+    T = y.shape[0]
+    pi = np.asarray(initial_probs, dtype=float)
+    P = np.asarray(transition_matrix, dtype=float)
+    K = pi.shape[0]
+    paths = np.array(list(itertools.product(range(K), repeat=T)))
+    log_joint = np.zeros(len(paths))
+    means = []
+    for n, z in enumerate(paths):
+        mean_x, _, mean_y, cov_y, cov_xy = slds_dense_given_path(A, b, Q, z, C, d, R, m0, P0, T)
+        log_prior = np.log(pi[z[0]]) + sum(np.log(P[z[t], z[t + 1]]) for t in range(T - 1))
+        resid = y.reshape(-1) - mean_y
+        log_joint[n] = log_prior + multivariate_normal(mean_y, cov_y).logpdf(y.reshape(-1))
+        means.append(mean_x.reshape(-1) + cov_xy @ np.linalg.solve(cov_y, resid))
+    log_marginal = _logsumexp(log_joint)
+    post = np.exp(log_joint - log_marginal)
+    mean = (post[:, None] * np.array(means)).sum(0).reshape(T, -1)
+    return log_marginal, paths, post, mean
+
+
 # ---------------------------------------------------------------------------------------------
 # Particle filters: a deterministic grid filter for one-dimensional states
 # ---------------------------------------------------------------------------------------------

@@ -22,6 +22,8 @@ __all__ = [
     "load_sp500",
     "CO2",
     "load_co2",
+    "USGNP",
+    "load_us_gnp",
 ]
 
 
@@ -231,4 +233,46 @@ def load_co2() -> CO2:
         years=np.asarray(columns["year"], dtype=np.int64),
         months=np.asarray(columns["month"], dtype=np.int64),
         ppm=np.asarray([float(v) if v else np.nan for v in columns["co2"]], dtype=np.float64),
+    )
+
+
+class USGNP(NamedTuple):
+    """Quarterly growth of US real GNP, 1951Q2–1984Q4 (Hamilton 1989).
+
+    Attributes:
+        quarters: shape ``(135,)``, strings ``"1951Q2"``, ..., ``"1984Q4"``.
+        growth: shape ``(135,)``, float: 100 times the quarterly change in log real GNP.
+        nber_recession: shape ``(135,)``, bool: the quarter lies in an NBER-dated recession.
+    """
+
+    quarters: np.ndarray
+    growth: np.ndarray
+    nber_recession: np.ndarray
+
+
+def load_us_gnp() -> USGNP:
+    """Load the US real GNP growth series of Hamilton (1989), 1951Q2–1984Q4.
+
+    100 times the quarterly change in the log of US real GNP, 135 values, with the NBER
+    recession indicator. The series is the one of Hamilton, "A new approach to the economic
+    analysis of nonstationary time series and the business cycle", *Econometrica* 57 (1989),
+    as distributed with statsmodels' test suite (``rgnp`` and ``rec`` in
+    ``statsmodels/tsa/regime_switching/tests/test_markov_autoregression.py``). At Hamilton's
+    estimates of his 2-regime mean-switching AR(4), the log-likelihood (conditional on the
+    first four quarters) is −181.26339.
+
+    Returns:
+        A :class:`USGNP` tuple: ``quarters`` (strings), ``growth`` (float) and
+        ``nber_recession`` (bool), each of shape ``(135,)``.
+
+    Example:
+        >>> from numpyro_ssm.datasets import load_us_gnp
+        >>> load_us_gnp().growth.shape
+        (135,)
+    """
+    columns = _read_columns("us_gnp.csv")
+    return USGNP(
+        quarters=np.asarray(columns["quarter"]),
+        growth=np.asarray(columns["growth"], dtype=np.float64),
+        nber_recession=np.asarray(columns["nber_recession"], dtype=np.int64).astype(bool),
     )

@@ -10,18 +10,28 @@ from numpyro_ssm.distributions._ssm import (
     StateSpaceModel,
     is_state_space_model,
 )
+from numpyro_ssm.distributions.arhmm import AutoregressiveHMM
 from numpyro_ssm.distributions.hmm import DiscreteHMM
 from numpyro_ssm.distributions.hsmm import DiscreteHSMM
 from numpyro_ssm.distributions.lgssm import LinearGaussianSSM
+from numpyro_ssm.distributions.markov_chain import MarkovChain
+from numpyro_ssm.distributions.mean_switching import mean_switching_autoregression
 from numpyro_ssm.distributions.particle import ParticleSSM
+from numpyro_ssm.distributions.switching_ar import SwitchingAutoregression
+from numpyro_ssm.distributions.transition_priors import StickyDirichlet
 
 __all__ = [
     "LATENT_METHODS",
+    "AutoregressiveHMM",
     "DiscreteHMM",
     "DiscreteHSMM",
     "LinearGaussianSSM",
     "ParticleSSM",
+    "MarkovChain",
     "SSMLatents",
     "StateSpaceModel",
+    "StickyDirichlet",
+    "SwitchingAutoregression",
     "is_state_space_model",
+    "mean_switching_autoregression",
 ]

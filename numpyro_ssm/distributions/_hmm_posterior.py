@@ -161,6 +161,43 @@ class HMMPosteriorMixin:
             ValueError: when a time-varying parameter has no future value given, or both
                 ``transition_matrix`` and ``transition_logits`` are.
         """
+        emission_batch = self.emission_dist.batch_shape
+        if emission_dist is None:
+            if len(emission_batch) >= 2 and emission_batch[-2] != 1:
+                raise ValueError(
+                    f"forecast: emission_dist is time-varying (batch_shape {emission_batch}); "
+                    "pass the future emission_dist with batch (..., H | 1, K)."
+                )
+            emission_dist = self.emission_dist
+        initial, future_log_trans = self._forecast_chain(
+            value, transition_matrix, transition_logits
+        )
+        return type(self)(
+            initial,
+            transition_logits=future_log_trans,
+            emission_dist=emission_dist,
+            num_steps=num_steps,
+            parallel=self.parallel,
+            validate_args=self._validate_args,
+        )
+
+    def _forecast_chain(self, value, transition_matrix=None, transition_logits=None):
+        """The chain of a forecast: ``p(z_{T+1} | y_{1:T})`` and the future log-transitions.
+
+        Args:
+            value: observations, shape ``batch_shape + (T,) + E``.
+            transition_matrix: future transitions ``(K, K)`` or ``(..., H | 1, K, K)``, or None
+                for this model's (homogeneous) ones.
+            transition_logits: the same as unnormalized log-probabilities.
+
+        Returns:
+            ``(initial_probs (..., K), log_transitions)``: the first future state's
+            distribution and the normalized log-transitions between the future steps.
+
+        Raises:
+            ValueError: when both transition arguments are given, or the model's transitions
+                are time-varying and no future ones are.
+        """
         if transition_matrix is not None and transition_logits is not None:
             raise ValueError(
                 "forecast: give at most one of transition_matrix and transition_logits."
@@ -178,14 +215,6 @@ class HMMPosteriorMixin:
             future_log_trans = current_log_trans
         else:
             future_log_trans = safe_log(jnp.asarray(transition_matrix))
-        emission_batch = self.emission_dist.batch_shape
-        if emission_dist is None:
-            if len(emission_batch) >= 2 and emission_batch[-2] != 1:
-                raise ValueError(
-                    f"forecast: emission_dist is time-varying (batch_shape {emission_batch}); "
-                    "pass the future emission_dist with batch (..., H | 1, K)."
-                )
-            emission_dist = self.emission_dist
         filtered = self.filter(value).filtered_probs[..., -1, :]
         first_trans = (
             future_log_trans if future_log_trans.ndim == 2 else future_log_trans[..., 0, :, :]
@@ -193,11 +222,4 @@ class HMMPosteriorMixin:
         initial = (filtered[..., None, :] @ jnp.exp(first_trans))[..., 0, :]
         if future_log_trans.ndim >= 3 and future_log_trans.shape[-3] > 1:
             future_log_trans = future_log_trans[..., 1:, :, :]
-        return type(self)(
-            initial,
-            transition_logits=future_log_trans,
-            emission_dist=emission_dist,
-            num_steps=num_steps,
-            parallel=self.parallel,
-            validate_args=self._validate_args,
-        )
+        return initial, future_log_trans

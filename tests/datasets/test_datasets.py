@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from numpyro_ssm.datasets import load_earthquakes, load_geyser, load_nile, load_sp500
+from numpyro_ssm.datasets import load_earthquakes, load_geyser, load_nile, load_sp500, load_us_gnp
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "numpyro_ssm" / "datasets"
 
@@ -99,3 +99,13 @@ def test_co2_is_the_monthly_mean_of_statsmodels_weekly_series():
     fresh = load_co2()
     fresh.ppm[0] = -1
     assert load_co2().ppm[0] != -1
+
+
+def test_us_gnp():
+    from statsmodels.tsa.regime_switching.tests.test_markov_autoregression import rec, rgnp
+
+    data = load_us_gnp()
+    assert data.growth.shape == (135,) and data.quarters[0] == "1951Q2"
+    assert data.quarters[-1] == "1984Q4"
+    np.testing.assert_array_equal(data.growth, rgnp)
+    np.testing.assert_array_equal(data.nber_recession, np.asarray(rec, bool))

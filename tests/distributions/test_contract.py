@@ -21,7 +21,7 @@ from numpyro.infer import HMC, MCMC, NUTS, SVI, Predictive, Trace_ELBO, init_to_
 from numpyro.infer.autoguide import AutoMultivariateNormal, AutoNormal
 from numpyro.infer.util import log_density
 
-from numpyro_ssm import DiscreteHMM, DiscreteHSMM, LinearGaussianSSM
+from numpyro_ssm import AutoregressiveHMM, DiscreteHMM, DiscreteHSMM, LinearGaussianSSM
 
 
 @dataclass
@@ -160,6 +160,59 @@ def _lgssm_case(name, seed, S, D, T, *, time_varying=False, batch=(), masked=Fal
     return Case(name, make, params, cons, shape_kwargs)
 
 
+def _arhmm_case(name, seed, K, D, L, T, *, batch=(), initial="lags", masked=False):
+    rng = _rng(seed)
+    tril = np.tril(rng.normal(size=(K, D, D)) * 0.2)
+    tril[:, np.arange(D), np.arange(D)] = rng.uniform(0.5, 1.0, size=(K, D))
+    params = {
+        "initial_probs": rng.dirichlet(np.ones(K), size=batch),
+        "transition_matrix": rng.dirichlet(
+            np.ones(K) * 3, size=batch + ((1,) if batch else ()) + (K,)
+        ),
+        "ar_matrix": rng.normal(size=batch + (K, D, L * D)) * 0.3,
+        "ar_bias": rng.normal(size=(K, D)),
+        "ar_scale_tril": tril,
+    }
+    cons = {
+        "initial_probs": constraints.simplex,
+        "transition_matrix": constraints.independent(constraints.simplex, 1),
+        "ar_matrix": constraints.independent(constraints.real, 3),
+        "ar_bias": constraints.independent(constraints.real, 2),
+        "ar_scale_tril": constraints.independent(constraints.lower_cholesky, 1),
+    }
+    first = (
+        {"initial_lags": rng.normal(size=(L, D))}
+        if initial == "lags"
+        else {"initial_emission_dist": dist.MultivariateNormal(jnp.zeros((K, D)), jnp.eye(D))}
+    )
+    obs_mask = (rng.uniform(size=batch + (T,)) > 0.2) if masked else None
+
+    def make(p, parallel):
+        return AutoregressiveHMM(
+            p["initial_probs"],
+            p["transition_matrix"],
+            p["ar_matrix"],
+            ar_bias=p["ar_bias"],
+            ar_scale_tril=p["ar_scale_tril"],
+            num_steps=T,
+            obs_mask=obs_mask,
+            parallel=parallel,
+            **first,
+        )
+
+    def shape_kwargs(p):
+        shapes = {k: jnp.shape(v) for k, v in p.items()}
+        return dict(
+            shapes,
+            initial_lags=jnp.shape(first["initial_lags"]) if initial == "lags" else None,
+            initial_emission_dist=first.get("initial_emission_dist"),
+            num_steps=T,
+            obs_mask=None if obs_mask is None else obs_mask.shape,
+        )
+
+    return Case(name, make, params, cons, shape_kwargs)
+
+
 def _hsmm_case(name, seed, K, T, D, *, batch=(), table=False, masked=False, censoring="right"):
     """A DiscreteHSMM row: Poisson durations (d - 1 ~ Poisson) or a duration table."""
     rng = _rng(seed)
@@ -227,6 +280,18 @@ CASES = [
     # d - 1 ~ Poisson durations, a batch and a mask; the duration-table path and
     # censoring="none" are covered in tests/distributions/test_hsmm.py
     _hsmm_case("hsmm-batched-masked", 20, K=2, T=7, D=4, batch=(2,), masked=True),
+    _arhmm_case("arhmm-initial-lags", 20, K=2, D=2, L=2, T=6),
+    _arhmm_case(
+        "arhmm-initial-emission-batched-masked",
+        21,
+        K=2,
+        D=1,
+        L=1,
+        T=5,
+        batch=(2,),
+        initial="emission",
+        masked=True,
+    ),
 ]
 
 pytestmark = pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)

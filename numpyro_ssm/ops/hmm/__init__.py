@@ -17,8 +17,14 @@ Modules, one idea each:
   :func:`hmm_log_marginal`.
 - :mod:`~numpyro_ssm.ops.hmm.smoothing`: forward-backward, :func:`hmm_smoother`.
 - :mod:`~numpyro_ssm.ops.hmm.paths`: Viterbi (:func:`hmm_posterior_mode`) and FFBS
-  (:func:`hmm_posterior_sample`).
+  (:func:`hmm_posterior_sample`; :func:`sequential_posterior_sample`, its classic backward
+  pass with one draw per step).
 - :mod:`~numpyro_ssm.ops.hmm.markov`: :func:`stationary_distribution`.
+- :mod:`~numpyro_ssm.ops.hmm.counts`: :func:`count_transitions` and the conjugate Dirichlet
+  update of transition rows, :func:`sample_transition_matrix`.
+- :mod:`~numpyro_ssm.ops.hmm.hdp`: the sticky weak-limit HDP's table counts and global weights.
+- :mod:`~numpyro_ssm.ops.hmm.durations`: runs, durations and usages of paths, and the durations
+  a sticky prior implies.
 
 Numerics. Sequential loops carry messages in probability space, normalized at every step, with
 each step's likelihoods scaled to peak at one and the scales added in log space. Parallel
@@ -34,18 +40,53 @@ Batching: every function broadcasts over leading batch axes of its arguments (se
 """
 
 from numpyro_ssm.ops.hmm._common import safe_log
+from numpyro_ssm.ops.hmm.counts import (
+    count_transitions,
+    sample_transition_matrix,
+    sticky_concentration,
+)
+from numpyro_ssm.ops.hmm.durations import (
+    StateRuns,
+    duration_counts,
+    expected_duration,
+    state_runs,
+    state_usage,
+    stickiness_for_duration,
+)
 from numpyro_ssm.ops.hmm.filtering import HMMPosterior, hmm_filter, hmm_log_marginal
+from numpyro_ssm.ops.hmm.hdp import (
+    sample_global_weights,
+    sample_hdp_transitions,
+    sample_table_counts,
+)
 from numpyro_ssm.ops.hmm.markov import stationary_distribution
-from numpyro_ssm.ops.hmm.paths import hmm_posterior_mode, hmm_posterior_sample
+from numpyro_ssm.ops.hmm.paths import (
+    hmm_posterior_mode,
+    hmm_posterior_sample,
+    sequential_posterior_sample,
+)
 from numpyro_ssm.ops.hmm.smoothing import hmm_smoother
 
 __all__ = [
     "HMMPosterior",
+    "StateRuns",
+    "count_transitions",
+    "duration_counts",
+    "expected_duration",
     "hmm_filter",
     "hmm_log_marginal",
     "hmm_posterior_mode",
     "hmm_posterior_sample",
     "hmm_smoother",
     "safe_log",
+    "sample_global_weights",
+    "sample_hdp_transitions",
+    "sample_table_counts",
+    "sample_transition_matrix",
+    "sequential_posterior_sample",
+    "state_runs",
+    "state_usage",
     "stationary_distribution",
+    "stickiness_for_duration",
+    "sticky_concentration",
 ]

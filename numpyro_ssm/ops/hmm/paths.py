@@ -21,11 +21,11 @@ from numpyro_ssm.ops.hmm._common import (
     _safe_max,
     _with_transitions,
 )
-from numpyro_ssm.ops.hmm._forward import _chunk_length
+from numpyro_ssm.ops.hmm._forward import _chunk_length, _forward
 from numpyro_ssm.ops.hmm.filtering import _filter_core
 from numpyro_ssm.ops.scan import prefix_scan
 
-__all__ = ["hmm_posterior_mode", "hmm_posterior_sample"]
+__all__ = ["hmm_posterior_mode", "hmm_posterior_sample", "sequential_posterior_sample"]
 
 _MAXPLUS_BROADCAST_LIMIT = 2**22
 
@@ -270,3 +270,84 @@ def hmm_posterior_sample(
         "hmm_posterior_sample",
     )
     return _run_sampler(parallel, tuple(sample_shape), key, *args)
+
+
+def _sequential_sample_core(key, log_init, log_trans, log_lik, mask, parallel):
+    """One path by the classic backward pass: one uniform and ``O(K)`` work per step."""
+    del parallel  # the backward pass is sequential; the forward pass uses the serial filter
+    filtered, _ = _forward(log_init, log_trans, jnp.where(mask[:, None], log_lik, 0.0), False)
+    T, K = filtered.shape
+    uniforms = jax.random.uniform(key, (T,), filtered.dtype)
+
+    def draw(weights, u):
+        cdf = jnp.cumsum(weights)
+        return jnp.minimum(jnp.sum(cdf < u * cdf[-1]), K - 1).astype(jnp.int32)
+
+    last = draw(filtered[-1], uniforms[-1])
+    trans = jnp.exp(log_trans)
+
+    def step(next_state, inputs):
+        filtered_t, u, trans_t = inputs
+        state = draw(filtered_t * trans_t[:, next_state], u)
+        return state, state
+
+    if trans.shape[0] == 1:
+        body = lambda z, inp: step(z, inp + (trans[0],))  # noqa: E731
+        inputs = (filtered[:-1], uniforms[:-1])
+    else:
+        body, inputs = step, (filtered[:-1], uniforms[:-1], trans)
+    _, states = lax.scan(body, last, inputs, reverse=True)
+    return jnp.concatenate([states, last[None]])
+
+
+@partial(jax.jit, static_argnums=(0,))
+def _run_sequential_sampler(sample_shape, key, *args):
+    core = lambda k, *a: _sequential_sample_core(k, *a, False)  # noqa: E731
+    return _draw_batched(core, _CORE_NDIMS, sample_shape, key, args)
+
+
+def sequential_posterior_sample(
+    key,
+    initial_probs=None,
+    transition_matrix=None,
+    log_likelihoods=None,
+    *,
+    initial_logits=None,
+    transition_logits=None,
+    obs_mask=None,
+    sample_shape: tuple[int, ...] = (),
+) -> jax.Array:
+    """FFBS with the classic sequential backward pass: one uniform draw per step.
+
+    The same law as :func:`hmm_posterior_sample`, whose backward pass draws a map of ``K``
+    states per step (``T K`` Gumbel variates and ``O(T K^2)`` work) so that the maps compose
+    in parallel. Here ``z_T ~ p(z_T | y)`` and then ``z_t ~ p(z_t | y_{1:t}) A_t[z_t, z_{t+1}]``
+    by inverting its CDF with one uniform: ``T`` variates and ``O(T K)`` work, which is what a
+    CPU Gibbs sampler wants. The forward pass is the serial filter.
+
+    Args:
+        key: a ``jax.random`` key (no default).
+        initial_probs: shape ``(..., K)``, ``p(z_1 = k)``.
+        transition_matrix: shape ``(K, K)``, or ``(..., T - 1 | 1, K, K)`` with a time axis.
+        log_likelihoods: shape ``(..., T, K)``, ``[t, k] = log p(y_t | z_t = k)``.
+        initial_logits: give instead of ``initial_probs``.
+        transition_logits: give instead of ``transition_matrix``.
+        obs_mask: bool, shape ``(..., T)``, True where ``y_t`` is observed.
+        sample_shape: leading shape of independent draws.
+
+    Returns:
+        int32 array of shape ``sample_shape + (..., T)``.
+
+    Raises:
+        ValueError: when shapes disagree (the message names the argument and its shape).
+    """
+    args = _prepare(
+        initial_probs,
+        transition_matrix,
+        log_likelihoods,
+        obs_mask,
+        initial_logits,
+        transition_logits,
+        "sequential_posterior_sample",
+    )
+    return _run_sequential_sampler(tuple(sample_shape), key, *args)
