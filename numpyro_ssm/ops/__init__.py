@@ -2,6 +2,7 @@
 
 - :mod:`numpyro_ssm.ops.hmm`: discrete hidden Markov models.
 - :mod:`numpyro_ssm.ops.kalman`: linear-Gaussian state space models.
+- :mod:`numpyro_ssm.ops.nonlinear`: nonlinear and non-Gaussian models (Gaussian filters).
 - :mod:`numpyro_ssm.ops.scan` (the one scan driver, sequential or associative) and
   :mod:`numpyro_ssm.ops.linalg` (square-root linear algebra) are shared.
 """
@@ -25,12 +26,23 @@ from numpyro_ssm.ops.kalman import (
     lgssm_params,
     lgssm_sample,
 )
+from numpyro_ssm.ops.nonlinear import (
+    GeneralizedGaussianParams,
+    NonlinearGaussianParams,
+    nonlinear_filter,
+    nonlinear_log_marginal,
+    nonlinear_posterior_mode,
+    nonlinear_posterior_sample,
+    nonlinear_smoother,
+)
 from numpyro_ssm.ops.scan import prefix_scan
 
 __all__ = [
     "GaussianPosterior",
+    "GeneralizedGaussianParams",
     "HMMPosterior",
     "LGSSMParams",
+    "NonlinearGaussianParams",
     "hmm_filter",
     "hmm_log_marginal",
     "hmm_posterior_mode",
@@ -42,6 +54,11 @@ __all__ = [
     "kalman_smoother",
     "lgssm_params",
     "lgssm_sample",
+    "nonlinear_filter",
+    "nonlinear_log_marginal",
+    "nonlinear_posterior_mode",
+    "nonlinear_posterior_sample",
+    "nonlinear_smoother",
     "prefix_scan",
     "stationary_distribution",
 ]
