@@ -2,7 +2,21 @@
 
 from numpyro_ssm import infer, ops
 from numpyro_ssm._padding import pad_sequences, unpad
-from numpyro_ssm.distributions import DiscreteHMM, LinearGaussianSSM
+from numpyro_ssm.distributions import (
+    DiscreteHMM,
+    GeneralizedGaussianSSM,
+    LinearGaussianSSM,
+    NonlinearGaussianSSM,
+)
 
-__all__ = ["DiscreteHMM", "LinearGaussianSSM", "infer", "ops", "pad_sequences", "unpad"]
+__all__ = [
+    "DiscreteHMM",
+    "GeneralizedGaussianSSM",
+    "LinearGaussianSSM",
+    "NonlinearGaussianSSM",
+    "infer",
+    "ops",
+    "pad_sequences",
+    "unpad",
+]
 __version__ = "0.1.0.dev0"

@@ -10,13 +10,17 @@ from numpyro_ssm.distributions._ssm import (
     StateSpaceModel,
     is_state_space_model,
 )
+from numpyro_ssm.distributions.generalized import GeneralizedGaussianSSM
 from numpyro_ssm.distributions.hmm import DiscreteHMM
 from numpyro_ssm.distributions.lgssm import LinearGaussianSSM
+from numpyro_ssm.distributions.nonlinear import NonlinearGaussianSSM
 
 __all__ = [
     "LATENT_METHODS",
     "DiscreteHMM",
+    "GeneralizedGaussianSSM",
     "LinearGaussianSSM",
+    "NonlinearGaussianSSM",
     "SSMLatents",
     "StateSpaceModel",
     "is_state_space_model",
