@@ -70,6 +70,7 @@ from numpyro.infer import MCMC, NUTS  # noqa: E402
 from numpyro_ssm import DiscreteHMM  # noqa: E402
 from numpyro_ssm.datasets import load_earthquakes  # noqa: E402
 from numpyro_ssm.infer import posterior_latents, to_inference_data  # noqa: E402
+from numpyro_ssm.ops import stationary_distribution  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 
@@ -81,26 +82,6 @@ PUBLISHED_MLE_RATES = {
     3: (13.15, 19.72, 29.71),
     4: (11.28, 13.85, 19.70, 29.70),
 }
-
-
-def stationary_distribution(transition_matrix):
-    """The row vector ``delta`` with ``delta @ transition_matrix = delta``, summing to one.
-
-    Solves ``(I - A^T + 1 1^T) delta = 1`` (Zucchini, MacDonald & Langrock 2016, Section 2.3.1).
-
-    Args:
-        transition_matrix: shape ``(K, K)``, rows summing to one.
-
-    Returns:
-        Shape ``(K,)``.
-    """
-    num_states = transition_matrix.shape[-1]
-    system = (
-        jnp.eye(num_states, dtype=transition_matrix.dtype)
-        - transition_matrix.T
-        + jnp.ones((num_states, num_states), transition_matrix.dtype)
-    )
-    return jnp.linalg.solve(system, jnp.ones(num_states, transition_matrix.dtype))
 
 
 def make_hmm(transition_matrix, rates, num_steps):
@@ -253,10 +234,16 @@ def plot_rate_paths(years, counts, paths_by_k, path):
     plt.close(fig)
 
 
+def trace_figure(idata, var_names, **kwargs):
+    """ArviZ's trace plot figure: ``plot_trace`` (ArviZ 0.2x) or ``plot_trace_dist`` (1.x)."""
+    if hasattr(az, "plot_trace_dist"):  # ArviZ 1.x (arviz-plots) returns a PlotCollection
+        return az.plot_trace_dist(idata, var_names=var_names).viz["figure"].item()
+    return az.plot_trace(idata, var_names=var_names, **kwargs).ravel()[0].figure
+
+
 def save_trace(idata, num_states, path):
-    """``az.plot_trace`` of the rates and the transition matrix."""
-    axes = az.plot_trace(idata, var_names=["rates", "transition_matrix"], compact=True)
-    fig = axes.ravel()[0].figure
+    """ArviZ's trace plot of the rates and the transition matrix."""
+    fig = trace_figure(idata, ["rates", "transition_matrix"], compact=True)
     fig.suptitle(f"{num_states}-state Poisson-HMM: NUTS trace")
     fig.tight_layout()
     fig.savefig(path, dpi=70)
@@ -289,7 +276,14 @@ def main():
     fits = {k: fit(counts, data.years, k, jax.random.key(k)) for k in compared}
 
     mcmc, idata = fits[num_states]
-    print(f"\n{num_states}-state model:")
+    why = (
+        "the default, as in the README and Zucchini et al.'s first fit"
+        if num_states == NUM_STATES
+        else "chosen with --num-states"
+    )
+    print(
+        f"\nThe {num_states}-state model in detail ({why}; az.compare below ranks K = {compared}):"
+    )
     summary = az.summary(idata, var_names=["rates", "transition_matrix"], round_to=3)
     print(summary.to_string())
     samples = mcmc.get_samples()
@@ -300,7 +294,7 @@ def main():
         print(f"  state {k + 1}: posterior median {rates_median[k]:6.2f}   MLE {mle:6.2f}")
     path = outdir / "earthquakes_trace.png"
     save_trace(idata, num_states, path)
-    print(f"wrote {path}")
+    print(f"wrote {path.resolve()}")
 
     print(
         "\nModel comparison: PSIS-LOO over the one-step-ahead terms log p(y_t | y_1:t-1).\n"
@@ -313,6 +307,7 @@ def main():
         comparison = az.compare({f"K={k}": fits[k][1] for k in compared})
         pareto_k = {k: az.loo(fits[k][1], pointwise=True).pareto_k for k in compared}
     print(comparison.round(2).to_string())
+    print(f"az.compare ranks {comparison.index[0]} first.")
     for k, khat in pareto_k.items():
         print(f"K={k}: Pareto k > 0.7 for {int((khat > 0.7).sum())} of {khat.size} years")
 
@@ -325,10 +320,10 @@ def main():
         for k, (m, _) in fits.items()
     }
     print(f"\nsmoothing and sampling latent paths: {time.perf_counter() - start:.1f} s")
-    print(f"wrote {path}")
+    print(f"wrote {path.resolve()}")
     path = outdir / "earthquakes_state_paths.png"
     plot_rate_paths(data.years, data.counts, paths, path)
-    print(f"wrote {path}")
+    print(f"wrote {path.resolve()}")
 
 
 if __name__ == "__main__":

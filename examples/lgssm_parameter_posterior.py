@@ -301,6 +301,13 @@ def total_moments(means, variances):
     return means.mean(axis=0), variances.mean(axis=0) + means.var(axis=0)
 
 
+def trace_figure(idata, var_names, **kwargs):
+    """ArviZ's trace plot figure: ``plot_trace`` (ArviZ 0.2x) or ``plot_trace_dist`` (1.x)."""
+    if hasattr(az, "plot_trace_dist"):  # ArviZ 1.x (arviz-plots) returns a PlotCollection
+        return az.plot_trace_dist(idata, var_names=var_names).viz["figure"].item()
+    return az.plot_trace(idata, var_names=var_names, **kwargs).ravel()[0].figure
+
+
 def summary_with_truth(idata, truth, names):
     """``az.summary`` of ``names`` with a column of the true values.
 
@@ -425,7 +432,9 @@ def main():
     print("\n== 1. every parameter inferred (F, q, H, d, r) ==")
     mcmc = run_nuts(y, key_all)
     samples = mcmc.get_samples()
-    grouped = az.convert_to_inference_data(mcmc.get_samples(group_by_chain=True))
+    # ArviZ 1.x converts to an xarray DataTree, ArviZ 0.2x to InferenceData
+    convert = getattr(az, "convert_to_datatree", None) or az.convert_to_inference_data
+    grouped = convert(mcmc.get_samples(group_by_chain=True))
     names = ["transition_matrix", "transition_scale", "trace_F", "det_F", "emission_diagonal"]
     print(summary_with_truth(grouped, truth, names).to_string())
     checked = [
@@ -454,8 +463,7 @@ def main():
     plot_emissions(np.asarray(y_all), signal, *moments, title, path)
     print(f"wrote {path}")
 
-    axes = az.plot_trace(idata, var_names=["transition_matrix", "transition_scale"])
-    fig = axes.ravel()[0].figure
+    fig = trace_figure(idata, ["transition_matrix", "transition_scale"])
     fig.tight_layout()
     path = outdir / "lgssm_trace_h_d_fixed.png"
     fig.savefig(path, dpi=70)

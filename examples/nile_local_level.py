@@ -88,10 +88,16 @@ def model(y, obs_mask=None):
     numpyro.sample("y", local_level(sigma_obs, sigma_level, y.shape[0], obs_mask), obs=y)
 
 
+def trace_figure(idata, var_names, **kwargs):
+    """ArviZ's trace plot figure: ``plot_trace`` (ArviZ 0.2x) or ``plot_trace_dist`` (1.x)."""
+    if hasattr(az, "plot_trace_dist"):  # ArviZ 1.x (arviz-plots) returns a PlotCollection
+        return az.plot_trace_dist(idata, var_names=var_names).viz["figure"].item()
+    return az.plot_trace(idata, var_names=var_names, **kwargs).ravel()[0].figure
+
+
 def save_trace(idata, path):
-    """``az.plot_trace`` of the two noise scales."""
-    axes = az.plot_trace(idata, var_names=["sigma_obs", "sigma_level"])
-    fig = axes.ravel()[0].figure
+    """ArviZ's trace plot of the two noise scales."""
+    fig = trace_figure(idata, ["sigma_obs", "sigma_level"])
     fig.tight_layout()
     fig.savefig(path, dpi=70)
     plt.close(fig)

@@ -262,6 +262,35 @@ def statsmodels_filter(params, y):
 
 
 # ---------------------------------------------------------------------------------------------
+# Simulation-based calibration: Monte Carlo references for the rank-uniformity tests
+# ---------------------------------------------------------------------------------------------
+
+
+def ecdf_min_tail_statistic(ranks, num_draws, thresholds):
+    """The simultaneous ECDF test's statistic, computed directly from its definition.
+
+    For each threshold ``j``, the count ``c = #(ranks < j)`` and its two-sided tail probability
+    ``min(1, 2 min(P(X <= c), P(X >= c)))`` with ``X ~ Binomial(N, j / (L + 1))``; the statistic
+    is the smallest of them. ``ranks`` may carry leading axes (one statistic per row).
+    """
+    from scipy import stats
+
+    ranks = np.asarray(ranks)
+    N = ranks.shape[-1]
+    z = np.asarray(thresholds) / (num_draws + 1)
+    counts = np.sum(ranks[..., None, :] < np.asarray(thresholds)[:, None], axis=-1)
+    tails = np.minimum(
+        1.0, 2.0 * np.minimum(stats.binom.cdf(counts, N, z), stats.binom.sf(counts - 1, N, z))
+    )
+    return tails.min(axis=-1)
+
+
+def uniform_rank_sets(rng, num_sets, num_replications, num_draws):
+    """``(num_sets, N)`` independent sets of ranks, each uniform on ``0..num_draws``."""
+    return rng.integers(0, num_draws + 1, size=(num_sets, num_replications))
+
+
+# ---------------------------------------------------------------------------------------------
 # Nonlinear state space models (issue 18): a grid filter and the MAP path by L-BFGS
 # ---------------------------------------------------------------------------------------------
 

@@ -20,5 +20,7 @@ def test_citation_cff_parses():
         ("Zucchini", 2016),
         ("Durbin", 2012),
         ("Phan", 2019),
+        ("Talts", 2018),
+        ("Säilynoja", 2022),
     ]:
         assert expected in years

@@ -59,3 +59,7 @@ def test_example_runs_and_writes_figure(script, tmp_path):
         f"NUMPYRO_SSM_OUTDIR={outdir}: missing {sorted(expected - written) or 'any .png'}, "
         f"written {sorted(written)}.\n--- stdout (tail) ---\n{result.stdout[-4000:]}"
     )
+    if script.stem == "earthquakes":  # the quickstart says what it reports and where it wrote
+        assert "The 2-state model in detail (the default" in result.stdout
+        for name in EXPECTED_FIGURES["earthquakes"]:
+            assert f"wrote {(outdir / name).resolve()}" in result.stdout

@@ -1,13 +1,22 @@
 """xarray output shared by the workflow functions: latent paths with named dims.
 
-ArviZ and xarray (the ``arviz`` extra) are imported inside the functions only.
+ArviZ and xarray (the ``arviz`` extra) are imported inside the functions only. Both ArviZ majors
+are supported: 0.2x (Python 3.11), whose container is ``arviz.InferenceData``, and 1.x (Python
+>= 3.12, the arviz-base/stats/plots split), whose container is xarray's ``DataTree`` with the
+same groups as child nodes (:func:`inference_data`).
 """
 
 import numpy as np
 
 from numpyro_ssm.infer._sites import SSMSite, latent_variable_name
 
-__all__ = ["import_arviz", "latent_variables", "latents_to_xarray"]
+__all__ = [
+    "arviz_major",
+    "import_arviz",
+    "inference_data",
+    "latent_variables",
+    "latents_to_xarray",
+]
 
 
 def import_arviz():
@@ -21,6 +30,28 @@ def import_arviz():
             "pip install 'numpyro-ssm[arviz]'."
         ) from err
     return az, xr
+
+
+def arviz_major(az) -> int:
+    """The major version of the imported ArviZ (0 or 1)."""
+    return int(str(az.__version__).split(".")[0])
+
+
+def inference_data(groups):
+    """The ArviZ container of ``groups`` (dict group name -> ``xarray.Dataset``).
+
+    Args:
+        groups: e.g. ``{"posterior": ..., "log_likelihood": ..., "observed_data": ...}``.
+
+    Returns:
+        With ArviZ 0.2x an ``arviz.InferenceData``; with ArviZ 1.x an ``xarray.DataTree`` whose
+        child nodes are the groups (``tree.posterior``, ``tree["log_likelihood"]``), which is
+        what ArviZ 1.x functions (``az.loo``, ``az.summary``, ``az.plot_trace_dist``) take.
+    """
+    az, xr = import_arviz()
+    if arviz_major(az) >= 1:
+        return xr.DataTree.from_dict(dict(groups))
+    return az.InferenceData(**groups)
 
 
 def latent_variables(site: SSMSite, method, values):

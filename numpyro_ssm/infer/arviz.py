@@ -1,6 +1,7 @@
 """ArviZ ``InferenceData`` with per-time-step log-likelihoods and latent-path posteriors.
 
-ArviZ and xarray (the ``arviz`` extra) are imported inside the functions only.
+ArviZ and xarray (the ``arviz`` extra) are imported inside the functions only. With ArviZ 1.x
+(Python >= 3.12) the result is an xarray ``DataTree`` with the same groups, dims and coords.
 """
 
 import numpy as np
@@ -12,7 +13,7 @@ from numpyro_ssm.infer._sites import (
     flatten_draws,
     trace_model,
 )
-from numpyro_ssm.infer._xarray import import_arviz, latent_variables
+from numpyro_ssm.infer._xarray import import_arviz, inference_data, latent_variables
 from numpyro_ssm.infer.loglik import mask_steps
 
 __all__ = ["to_inference_data"]
@@ -101,7 +102,11 @@ def to_inference_data(
     chunk_size=256,
     **model_kwargs,
 ):
-    """An ``arviz.InferenceData`` whose ``log_likelihood`` group has a ``time`` dimension.
+    """ArviZ's container of a fit, whose ``log_likelihood`` group has a ``time`` dimension.
+
+    With ArviZ 0.2x the container is an ``arviz.InferenceData``; with ArviZ 1.x (Python >= 3.12)
+    it is an ``xarray.DataTree`` whose child nodes are the same groups with the same variables,
+    dims and coords (``tree.posterior``, ``tree.log_likelihood["y"]``), what ArviZ 1.x takes.
 
     Groups:
 
@@ -149,12 +154,12 @@ def to_inference_data(
             ``model_args`` and no ``model_kwargs``, those of the last ``mcmc.run``).
 
     Returns:
-        An ``arviz.InferenceData``.
+        An ``arviz.InferenceData`` (ArviZ 0.2x) or an ``xarray.DataTree`` (ArviZ 1.x).
 
     Raises:
         ValueError: a dict of samples without ``model``; ``"sample"`` latents without ``key``.
     """
-    az, xr = import_arviz()
+    _, xr = import_arviz()
     if isinstance(mcmc, dict):
         if model is None:
             raise ValueError("to_inference_data: pass model=... with a dict of samples.")
@@ -251,4 +256,4 @@ def to_inference_data(
     }
     if stats:
         groups["sample_stats"] = ds({k: (v, []) for k, v in stats.items()})
-    return az.InferenceData(**groups)
+    return inference_data(groups)

@@ -21,8 +21,8 @@ class BlackJAXResult(NamedTuple):
             the model's deterministic sites.
         sample_stats: dict of ``(chains, draws)`` arrays: ``diverging``, ``acceptance_rate``,
             ``n_steps`` (integration steps), ``lp`` (log density in the unconstrained space).
-        inference_data: the ``arviz.InferenceData`` from
-            :func:`~numpyro_ssm.infer.to_inference_data` (None with
+        inference_data: the ``arviz.InferenceData`` (an ``xarray.DataTree`` with ArviZ 1.x)
+            from :func:`~numpyro_ssm.infer.to_inference_data` (None with
             ``return_inference_data=False``).
         adaptation: the adapted parameters per chain (``step_size``, ``inverse_mass_matrix``).
     """
@@ -69,7 +69,7 @@ def run_blackjax(
         target_acceptance_rate: the adaptation's target mean acceptance probability.
         progress_bar: show BlackJAX's progress bar (``blackjax.progress_bar``, which needs
             BlackJAX's ``progress`` extra, ``jaxtap``).
-        return_inference_data: also build ``arviz.InferenceData`` (needs the ``arviz`` extra).
+        return_inference_data: also build ArviZ's container (needs the ``arviz`` extra).
         coords: coordinates for the ``InferenceData``, e.g. ``{"time": years}``.
         dims: dims by variable name for the ``InferenceData``.
         **model_kwargs: keyword arguments of ``model``.

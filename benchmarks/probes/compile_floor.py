@@ -13,7 +13,7 @@ script compiles ``jax.jit(jax.value_and_grad(f))`` for three versions of each lo
 If ``minimal`` already compiles in more than half of dynamax's time, no implementation can meet
 the target on this machine. Typical use::
 
-    python benchmarks/compile_floor.py --repeats 3
+    python benchmarks/probes/compile_floor.py --repeats 3
 """
 
 import argparse
@@ -30,7 +30,7 @@ from jax.scipy.stats import norm
 jax.config.update("jax_enable_x64", True)
 
 if __package__ in (None, ""):  # run as a script: make the `benchmarks` package importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from benchmarks import hmm, lgssm  # noqa: E402
 from benchmarks._timing import compile_ahead, warm_up_compiler  # noqa: E402
 

@@ -21,8 +21,8 @@ Users of larger models can raise the threshold themselves (the library never set
 
 Typical use::
 
-    python benchmarks/xla_loops.py
-    python benchmarks/xla_loops.py --programs kalman_s2_t100 --bytes
+    python benchmarks/probes/xla_loops.py
+    python benchmarks/probes/xla_loops.py --programs kalman_s2_t100 --bytes
 """
 
 import argparse
@@ -37,7 +37,7 @@ import jax
 jax.config.update("jax_enable_x64", True)
 
 if __package__ in (None, ""):  # run as a script: make the `benchmarks` package importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 _FLAG = "xla_cpu_small_while_loop_byte_threshold"
 _DEFAULT_THRESHOLD = 1024
@@ -96,8 +96,8 @@ def loop_counts(name):
 
 def _counts_at(name, threshold):
     env = dict(os.environ, XLA_FLAGS=f"--xla_backend_extra_options={_FLAG}={threshold}")
-    code = f"from benchmarks.xla_loops import loop_counts; print(*loop_counts({name!r}))"
-    root = str(Path(__file__).resolve().parents[1])
+    code = f"from benchmarks.probes.xla_loops import loop_counts; print(*loop_counts({name!r}))"
+    root = str(Path(__file__).resolve().parents[2])
     out = subprocess.run(
         [sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True, check=True
     )
