@@ -19,6 +19,7 @@ EXAMPLES = sorted(EXAMPLES_DIR.glob("*.py"))
 EXPECTED_FIGURES = {
     "blackjax_lgssm": {"blackjax_lgssm.png"},
     "earthquakes": {"earthquakes.png", "earthquakes_trace.png", "earthquakes_state_paths.png"},
+    "earthquakes_poisson_lds": {"earthquakes_poisson_lds.png"},
     "lgssm_parameter_posterior": {
         "lgssm_emissions_all_free.png",
         "lgssm_emissions_h_d_fixed.png",
