@@ -401,7 +401,20 @@ def map_path_lbfgs(
         method="L-BFGS-B",
         options=dict(maxiter=20000, maxcor=50, ftol=1e-16, gtol=1e-11),
     )
-    return result.x.reshape(T, S), float(np.linalg.norm(objective(result.x)[1]))
+    # L-BFGS-B's line search stops early on a badly conditioned objective (small process noise):
+    # a few Newton steps with a central-difference Hessian of the gradient polish the optimum.
+    x = result.x
+    for _ in range(5):
+        grad = objective(x)[1]
+        step = 1e-6 * np.maximum(1.0, np.abs(x))
+        hess = np.stack(
+            [
+                (objective(x + h * e)[1] - objective(x - h * e)[1]) / (2 * h)
+                for h, e in zip(step, np.eye(x.size), strict=True)
+            ]
+        )
+        x = x - np.linalg.solve(0.5 * (hess + hess.T), grad)
+    return x.reshape(T, S), float(np.linalg.norm(objective(x)[1]))
 
 
 def gaussian_moment(mean, cov, powers):
