@@ -16,7 +16,6 @@ import jax.numpy as jnp
 from numpyro.distributions import constraints
 from numpyro.distributions.util import lazy_property
 
-from numpyro_ssm.distributions._lgssm_params import _batch_keys, _map_batch
 from numpyro_ssm.distributions._nonlinear import NonlinearSSMBase, _factor, _shape
 from numpyro_ssm.distributions._validation import check_bool_mask, check_real
 from numpyro_ssm.ops import nonlinear as nl
@@ -290,36 +289,6 @@ class NonlinearGaussianSSM(NonlinearSSMBase):
     def rsample(self, key, sample_shape=()):
         """Same as :meth:`sample` (which is reparameterized)."""
         return self.sample(key, sample_shape)
-
-    def sample_with_states(self, key, sample_shape=()):
-        """Joint draws of the states and observations from the model itself.
-
-        Args:
-            key: a JAX PRNG key.
-            sample_shape: leading shape of the draws.
-
-        Returns:
-            ``(states, observations)`` of shapes ``sample_shape + batch_shape + (T, S)`` and
-            ``sample_shape + batch_shape + (T, D)``.
-        """
-        sample_shape = tuple(sample_shape)
-        batch_shape = self._current_batch_shape()
-        arrays, cores = self._arrays()
-        keys = _batch_keys(key, batch_shape)
-        names, T, inputs = self._array_names, self.num_steps, self.inputs
-
-        def one(*args):
-            *arrs, k = args
-            params = self._container(dict(zip(names, arrs, strict=True)))
-            return nl.nonlinear_sample(
-                k, params, num_steps=T, inputs=inputs, sample_shape=sample_shape
-            )
-
-        out = _map_batch(one, [*arrays, keys], [*cores, keys.ndim - len(batch_shape)], batch_shape)
-        nb, ns = len(batch_shape), len(sample_shape)
-        return jax.tree.map(
-            lambda x: jnp.moveaxis(x, tuple(range(nb, nb + ns)), tuple(range(ns))), out
-        )
 
     def forecast(self, value, num_steps, **future):
         """Distribution of the next ``num_steps`` observations given ``value``.
