@@ -201,13 +201,13 @@ def growth_grid_densities():
 
     s0, q, r = GROWTH_SCALES
 
-    def transition(z_next, z_prev):
+    def transition(z_next, z_prev, t):
         return sp_norm.logpdf(z_next, 0.5 * z_prev + 25.0 * z_prev / (1.0 + z_prev**2), q)
 
     return (
         lambda z: sp_norm.logpdf(z, 0.0, s0),
         transition,
-        lambda y, z: sp_norm.logpdf(y, z**2 / 20.0, r),
+        lambda y, z, t: sp_norm.logpdf(y, z**2 / 20.0, r),
     )
 
 

@@ -20,6 +20,7 @@ EXPECTED_FIGURES = {
     "blackjax_lgssm": {"blackjax_lgssm.png"},
     "co2_structural": {"co2_structural.png"},
     "earthquakes": {"earthquakes.png", "earthquakes_trace.png", "earthquakes_state_paths.png"},
+    "earthquakes_poisson_lds": {"earthquakes_poisson_lds.png"},
     "lgssm_parameter_posterior": {
         "lgssm_emissions_all_free.png",
         "lgssm_emissions_h_d_fixed.png",

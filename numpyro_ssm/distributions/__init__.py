@@ -11,11 +11,13 @@ from numpyro_ssm.distributions._ssm import (
     is_state_space_model,
 )
 from numpyro_ssm.distributions.arhmm import AutoregressiveHMM
+from numpyro_ssm.distributions.generalized import GeneralizedGaussianSSM
 from numpyro_ssm.distributions.hmm import DiscreteHMM
 from numpyro_ssm.distributions.hsmm import DiscreteHSMM
 from numpyro_ssm.distributions.lgssm import LinearGaussianSSM
 from numpyro_ssm.distributions.markov_chain import MarkovChain
 from numpyro_ssm.distributions.mean_switching import mean_switching_autoregression
+from numpyro_ssm.distributions.nonlinear import NonlinearGaussianSSM
 from numpyro_ssm.distributions.particle import ParticleSSM
 from numpyro_ssm.distributions.switching_ar import SwitchingAutoregression
 from numpyro_ssm.distributions.transition_priors import StickyDirichlet
@@ -26,8 +28,10 @@ __all__ = [
     "DiscreteHMM",
     "DiscreteHSMM",
     "LinearGaussianSSM",
-    "ParticleSSM",
+    "GeneralizedGaussianSSM",
     "MarkovChain",
+    "NonlinearGaussianSSM",
+    "ParticleSSM",
     "SSMLatents",
     "StateSpaceModel",
     "StickyDirichlet",

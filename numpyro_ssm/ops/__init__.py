@@ -3,6 +3,10 @@
 - :mod:`numpyro_ssm.ops.hmm`: discrete hidden Markov models.
 - :mod:`numpyro_ssm.ops.kalman`: linear-Gaussian state space models.
 - :mod:`numpyro_ssm.ops.hsmm`: explicit-duration hidden semi-Markov models.
+- :mod:`numpyro_ssm.ops.nonlinear`: nonlinear and non-Gaussian models (Gaussian filters).
+- :mod:`numpyro_ssm.ops.switching`: autoregressive and switching linear dynamical systems
+  (blocked Gibbs).
+- :mod:`numpyro_ssm.ops.particle`: particle filters and smoothers.
 - :mod:`numpyro_ssm.ops.scan` (the one scan driver, sequential or associative) and
   :mod:`numpyro_ssm.ops.linalg` (square-root linear algebra) are shared.
 """
@@ -38,11 +42,21 @@ from numpyro_ssm.ops.kalman import (
     lgssm_params,
     lgssm_sample,
 )
+from numpyro_ssm.ops.nonlinear import (
+    GeneralizedGaussianParams,
+    NonlinearGaussianParams,
+    nonlinear_filter,
+    nonlinear_log_marginal,
+    nonlinear_posterior_mode,
+    nonlinear_posterior_sample,
+    nonlinear_smoother,
+)
 from numpyro_ssm.ops.particle import particle_filter
 from numpyro_ssm.ops.scan import prefix_scan
 
 __all__ = [
     "GaussianPosterior",
+    "GeneralizedGaussianParams",
     "HMMPosterior",
     "HSMMPosterior",
     "LGSSMParams",
@@ -50,6 +64,7 @@ __all__ = [
     "diffuse_kalman_log_marginal",
     "diffuse_kalman_posterior_sample",
     "diffuse_kalman_smoother",
+    "NonlinearGaussianParams",
     "hmm_filter",
     "hmm_log_marginal",
     "hmm_posterior_mode",
@@ -67,6 +82,11 @@ __all__ = [
     "lgssm_params",
     "lgssm_sample",
     "particle_filter",
+    "nonlinear_filter",
+    "nonlinear_log_marginal",
+    "nonlinear_posterior_mode",
+    "nonlinear_posterior_sample",
+    "nonlinear_smoother",
     "prefix_scan",
     "stationary_distribution",
 ]

@@ -96,9 +96,16 @@ def matmul_stack(a: jax.Array, b: jax.Array) -> jax.Array:
 def householder_tria(a):
     """Lower-triangular ``L`` with ``L Lᵀ = a aᵀ`` by Householder reflections, unrolled.
 
-    Reflection ``i`` maps row ``i``'s entries in columns ``i:`` onto column ``i``; rows above
-    are already zero there. Elementwise over any leading axes. Not differentiable at
-    rank-deficient inputs (:func:`numpyro_ssm.ops.linalg.tria` carries the derivative).
+    Reflection ``i`` maps row ``i``'s entries in columns ``i:`` onto ``+norm`` in column ``i``;
+    rows above are already zero there. Elementwise over any leading axes. Not differentiable
+    at rank-deficient inputs (:func:`numpyro_ssm.ops.linalg.tria` carries the derivative).
+
+    The reflection vector is ``v = x - norm e_0``, with its first entry by Parlett's formula
+    ``-|x_{1:}|² / (x_0 + norm)`` where ``x_0 > 0``, so that neither branch cancels and no sign
+    decides anything after it. The textbook choice ``v = x + sign(x_0) norm e_0`` followed by a
+    column flip by ``-sign(x_0)`` broke under ``jit`` when ``x_0`` was rounding noise around 0:
+    XLA recomputed ``x_0`` in two fusions (with and without a fused multiply-add), the two signs
+    disagreed and a column of the factor came out negated.
 
     Args:
         a: shape ``(..., n, m)``, small ``n``.
@@ -113,17 +120,17 @@ def householder_tria(a):
     diag = []
     for i in range(n):
         x = a[..., i, i:]
-        norm = jnp.sqrt(sum_small(x * x, axis=-1))
-        sign = jnp.where(x[..., 0] < 0, -1.0, 1.0).astype(a.dtype)
-        v = jnp.concatenate([(x[..., 0] + sign * norm)[..., None], x[..., 1:]], axis=-1)
-        vv = norm * (norm + jnp.abs(x[..., 0]))  # = vᵀv / 2
+        x0 = x[..., 0]
+        tail = sum_small(x[..., 1:] * x[..., 1:], axis=-1) if x.shape[-1] > 1 else 0.0 * x0
+        norm = jnp.sqrt(x0 * x0 + tail)
+        positive = x0 > 0
+        v0 = jnp.where(positive, -tail / jnp.where(positive, x0 + norm, 1.0), x0 - norm)
+        v = jnp.concatenate([v0[..., None], x[..., 1:]], axis=-1)
+        vv = 0.5 * (v0 * v0 + tail)  # = vᵀv / 2
         scale = jnp.where(vv > 0, 1.0 / jnp.where(vv > 0, vv, 1.0), 0.0)
         below = a[..., i + 1 :, i:]
         proj = sum_small(below * v[..., None, :], axis=-1)[..., None]
         below = below - proj * (scale[..., None, None] * v[..., None, :])
-        # the reflected row i is (-sign * norm, 0, ...); flip column i so the diagonal is >= 0
-        flip = jnp.where(norm > 0, -sign, 1.0)[..., None, None]
-        below = jnp.concatenate([flip * below[..., :1], below[..., 1:]], axis=-1)
         a = a.at[..., i + 1 :, i:].set(below)
         diag.append(norm)
     # Assembled row by row, not with jnp.tril and jnp.eye: XLA hoists those computed masks out

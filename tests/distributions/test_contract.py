@@ -21,7 +21,14 @@ from numpyro.infer import HMC, MCMC, NUTS, SVI, Predictive, Trace_ELBO, init_to_
 from numpyro.infer.autoguide import AutoMultivariateNormal, AutoNormal
 from numpyro.infer.util import log_density
 
-from numpyro_ssm import AutoregressiveHMM, DiscreteHMM, DiscreteHSMM, LinearGaussianSSM
+from numpyro_ssm import (
+    AutoregressiveHMM,
+    DiscreteHMM,
+    DiscreteHSMM,
+    GeneralizedGaussianSSM,
+    LinearGaussianSSM,
+    NonlinearGaussianSSM,
+)
 
 
 @dataclass
@@ -160,6 +167,116 @@ def _lgssm_case(name, seed, S, D, T, *, time_varying=False, batch=(), masked=Fal
     return Case(name, make, params, cons, shape_kwargs)
 
 
+def _swing(z, u, p):
+    """A damped pendulum-like transition (module level: the distributions' static aux data)."""
+    return jnp.stack([z[0] + 0.3 * z[1], 0.9 * z[1] - p["a"] * jnp.sin(z[0])])
+
+
+def _sine_sensor(z, u, p):
+    return jnp.sin(z[:1]) + 0.2 * z[1:]
+
+
+def _shrink(z, u, p):
+    return 0.9 * z
+
+
+def _log_rates(z, u, p):
+    return p["c"] + z
+
+
+def _poisson(eta):
+    return dist.Poisson(jnp.exp(eta))
+
+
+def _nonlinear_case(name, seed, T, *, batch=(), masked=False, method="ukf"):
+    """Sine sensor on a pendulum-like state (S=2, D=1); ``a`` goes through ``params``."""
+    rng = _rng(seed)
+    params = {
+        "initial_mean": rng.normal(size=batch + (2,)) * 0.3,
+        "transition_scale_tril": np.tril(rng.normal(size=(2, 2))) * 0.05 + 0.3 * np.eye(2),
+        "emission_cov": np.array([[0.3]]),
+        "a": np.asarray(0.5),
+    }
+    cons = {
+        "initial_mean": constraints.real_vector,
+        "transition_scale_tril": constraints.lower_cholesky,
+        "emission_cov": constraints.positive_definite,
+        "a": constraints.real,
+    }
+    obs_mask = (rng.uniform(size=batch + (T, 1)) > 0.3) if masked else None
+
+    def make(p, parallel):
+        return NonlinearGaussianSSM(
+            p["initial_mean"],
+            _swing,
+            _sine_sensor,
+            initial_cov=0.5 * jnp.eye(2),
+            transition_scale_tril=p["transition_scale_tril"],
+            emission_cov=p["emission_cov"],
+            params={"a": p["a"]},
+            num_steps=T,
+            obs_mask=obs_mask,
+            method=method,
+            parallel=parallel,
+        )
+
+    def shape_kwargs(p):
+        return dict(
+            initial_mean=jnp.shape(p["initial_mean"]),
+            initial_cov=(2, 2),
+            transition_scale_tril=jnp.shape(p["transition_scale_tril"]),
+            emission_cov=jnp.shape(p["emission_cov"]),
+            num_steps=T,
+            obs_mask=None if obs_mask is None else obs_mask.shape,
+        )
+
+    return Case(name, make, params, cons, shape_kwargs)
+
+
+def _generalized_case(name, seed, T, *, smoother_iterations=1):
+    """Poisson counts of two series sharing a random walk (S=2, D=2), iterated smoother."""
+    rng = _rng(seed)
+    params = {
+        "initial_mean": rng.normal(size=2) * 0.3,
+        "transition_scale_tril": 0.3 * np.eye(2),
+        "c": np.array([1.0, 0.5]),
+    }
+    cons = {
+        "initial_mean": constraints.real_vector,
+        "transition_scale_tril": constraints.lower_cholesky,
+        "c": constraints.real_vector,
+    }
+
+    def make(p, parallel):
+        return GeneralizedGaussianSSM(
+            p["initial_mean"],
+            _shrink,
+            _log_rates,
+            _poisson,
+            initial_cov=jnp.eye(2),
+            transition_scale_tril=p["transition_scale_tril"],
+            params={"c": p["c"]},
+            num_steps=T,
+            method="ekf",
+            smoother_iterations=smoother_iterations,
+            parallel=parallel,
+        )
+
+    def shape_kwargs(p):
+        return dict(
+            initial_mean=jnp.shape(p["initial_mean"]),
+            transition_fn=_shrink,
+            emission_fn=_log_rates,
+            emission_dist=_poisson,
+            initial_cov=(2, 2),
+            transition_scale_tril=jnp.shape(p["transition_scale_tril"]),
+            params={"c": p["c"]},
+            num_steps=T,
+        )
+
+    return Case(name, make, params, cons, shape_kwargs)
+
+
 def _arhmm_case(name, seed, K, D, L, T, *, batch=(), initial="lags", masked=False):
     rng = _rng(seed)
     tril = np.tril(rng.normal(size=(K, D, D)) * 0.2)
@@ -292,6 +409,8 @@ CASES = [
         initial="emission",
         masked=True,
     ),
+    _nonlinear_case("nonlinear-ukf-batched-masked", 20, T=5, batch=(2,), masked=True),
+    _generalized_case("generalized-poisson-iterated", 21, T=5),
 ]
 
 pytestmark = pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)

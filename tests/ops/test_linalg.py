@@ -241,3 +241,49 @@ def test_fused_products_equal_numpy(inner, batch):
         np.testing.assert_allclose(product(a, one), a @ one, rtol=1e-13, atol=1e-14)
     vector = rng.normal(size=inner)
     np.testing.assert_allclose(matmul_small(a, vector), a @ vector, rtol=1e-13, atol=1e-14)
+
+
+def test_tria_under_jit_when_a_pivot_is_rounding_noise():
+    """A factor of ``[R, L]`` with ``R`` rounding noise around 0 (a regression's residual).
+
+    The unrolled reflections once chose the reflection's sign from the pivot ``x_0`` and flipped
+    the column by that sign afterwards. Under ``jit`` XLA recomputed the noisy ``x_0`` in two
+    fusions, the signs disagreed and a column came out negated (L Lᵀ off by 0.28). The residual
+    below is that of a sigma-point regression of a linear map, as the unscented smoother
+    computes it; the moments come from the Kalman filter of a small model.
+    """
+    from numpyro_ssm.ops import LGSSMParams, kalman_filter
+
+    rng = np.random.default_rng(0)
+    n, T = 2, 6
+
+    def tril(lead=()):
+        a = np.tril(rng.normal(size=lead + (n, n))) * 0.2
+        a[..., range(n), range(n)] = 0.6 + 0.5 * rng.uniform(size=lead + (n,))
+        return a
+
+    m0, L0, F = rng.normal(size=n), tril(), rng.normal(size=(n, n))
+    F = 0.8 * F / np.linalg.norm(F, 2)
+    B, b, LQ = rng.normal(size=(n, 1)), rng.normal(size=n) * 0.3, tril((T - 1,))
+    H, C, d = rng.normal(size=(n, n)), rng.normal(size=(n, 1)), rng.normal(size=n) * 0.3
+    LR = tril((T,))
+    u, y = rng.normal(size=(T, 1)), rng.normal(size=(T, n)) * 2.0
+    params = LGSSMParams(m0, L0, F, LQ, H, LR, u[1:] @ B.T + b, u @ C.T + d)
+    post = kalman_filter(params, y)
+    means, chols = post.filtered_means[:-1], cholesky(post.filtered_covariances[:-1])
+
+    lam = 2.0  # unscented points and weights
+    xi = np.concatenate([np.zeros((1, n)), np.eye(n), -np.eye(n)]) * np.sqrt(n + lam)
+    w = np.concatenate([[lam / (n + lam)], np.full(2 * n, 1 / (2 * (n + lam)))])
+
+    def factor(m, chol, u_t, chol_q):
+        values = jax.vmap(lambda z: F @ z + B @ u_t + b)(m + xi @ chol.T)
+        dev = values - w @ values
+        AL = (dev * w[:, None]).T @ xi
+        residual = (dev * np.sqrt(w)[:, None]).T - AL @ (xi * np.sqrt(w)[:, None]).T  # ~ 0
+        return tria(jnp.concatenate([residual, chol_q], axis=1))
+
+    out = jax.jit(jax.vmap(factor))(means, chols, u[1:], LQ)
+    np.testing.assert_allclose(
+        out @ np.swapaxes(out, -1, -2), LQ @ np.swapaxes(LQ, -1, -2), rtol=0, atol=1e-12
+    )

@@ -92,12 +92,24 @@ def kalman_smoother(
     return _smoothed_posterior(model, f, parallel)
 
 
-def _smoothed_posterior(model: _Model, f: _Filtered, parallel) -> GaussianPosterior:
-    """Every field of the posterior from the filter's output ``f`` of one sequence."""
+def _smoothed_factors(model: _Model, f: _Filtered, parallel):
+    """The backward elements and the smoothed marginals in square-root form.
+
+    Returns:
+        ``(back, out)``: the backward conditionals of :func:`_backward_elements` and their
+        suffix combinations, whose ``g`` ``(T, S)`` are the smoothed means and ``L``
+        ``(T, S, S)`` lower-triangular factors of the smoothed covariances.
+    """
     S = f.means.shape[1]
     back = _backward_elements(model, f)
     last = _SmootherElement(jnp.zeros((S, 1), f.means.dtype), f.means[-1], f.chols[-1])
     out = prefix_scan(_smoother_combine, lambda e: e, last, back, parallel=parallel, reverse=True)
+    return back, out
+
+
+def _smoothed_posterior(model: _Model, f: _Filtered, parallel) -> GaussianPosterior:
+    """Every field of the posterior from the filter's output ``f`` of one sequence."""
+    back, out = _smoothed_factors(model, f, parallel)
     smoothed_covs = _covariance(out.L)
     return _filtered_posterior(f)._replace(
         smoothed_means=out.g,

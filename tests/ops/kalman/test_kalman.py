@@ -65,6 +65,21 @@ def test_serial_equals_parallel(case):
         close(getattr(b, name), x, rtol=1e-9)
 
 
+@pytest.mark.parametrize("parallel", [False, True])
+def test_smoothed_factors_are_square_roots_of_the_smoothed_covariances(parallel):
+    from numpyro_ssm.ops.kalman.filtering import _filter
+    from numpyro_ssm.ops.kalman.params import _inputs
+    from numpyro_ssm.ops.kalman.smoothing import _smoothed_factors
+
+    params, y, mask = make_case(7, T=6)
+    post = call(kalman_smoother, params, y, obs_mask=mask, parallel=parallel)
+    model, yy, observed = _inputs(LGSSMParams(**params), y, mask, "test")
+    _, out = _smoothed_factors(model, _filter(model, yy, observed, parallel), parallel)
+    close(out.g, post.smoothed_means)
+    close(out.L @ np.swapaxes(out.L, -1, -2), post.smoothed_covariances)
+    assert np.allclose(np.triu(out.L, 1), 0.0)
+
+
 def test_filter_fields_and_shapes():
     params, y, mask = make_case(2, S=3, D=2, T=5)
     post = call(kalman_filter, params, y, obs_mask=mask)

@@ -329,8 +329,8 @@ def test_grid_oracle_is_exact_on_a_linear_model():
     log_z, densities = grid_filter_1d(
         y_nan,
         lambda z: sp_norm.logpdf(z, m0, s0),
-        lambda z_next, z: sp_norm.logpdf(z_next, F * z, q),
-        lambda y_t, z: sp_norm.logpdf(y_t, H * z, r),
+        lambda z_next, z, t: sp_norm.logpdf(z_next, F * z, q),
+        lambda y_t, z, t: sp_norm.logpdf(y_t, H * z, r),
         np.linspace(-15.0, 15.0, 1201),
     )
     exact = kalman_filter(params, jnp.asarray(y_nan)[:, None])

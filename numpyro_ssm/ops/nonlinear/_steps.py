@@ -1,0 +1,126 @@
+r"""The steps of the nonlinear filters: linearize, then condition or predict as a Kalman filter.
+
+Each step linearizes the model's function for the current Gaussian belief by the chosen rule
+(:mod:`~numpyro_ssm.ops.nonlinear.rules`) and runs the square-root step of
+:mod:`numpyro_ssm.ops.kalman._steps` on the linearized model, so masked entries, the
+innovation log-likelihood and the square-root numerics are the Kalman filter's own.
+
+**Generalized emissions** (conditional moments, Tronarp, García-Fernández & Särkkä 2018): the
+update linearizes the conditional mean ``μ(z) = E[y | z]`` and adds the expected conditional
+covariance ``E[Cov[y | z]]`` (the rule's weighted sum over its points) to the residual
+covariance of the regression: the effective emission noise. The per-step likelihood term is
+defined in :func:`_generalized_log_likelihood`.
+"""
+
+import jax
+import jax.numpy as jnp
+from jax.scipy.special import logsumexp
+
+from numpyro_ssm.ops.kalman._steps import _predict, _update
+from numpyro_ssm.ops.linalg import chol_logdet, solve_lower, tria
+from numpyro_ssm.ops.nonlinear.params import _Model
+from numpyro_ssm.ops.nonlinear.rules import linearize, sigma_points
+
+
+def _with_noise(residual, chol_noise):
+    """The factor of ``Ω + N`` (``N = chol_noise chol_noiseᵀ``), square ``(G, G)``."""
+    if residual is None:
+        return chol_noise
+    return tria(jnp.concatenate([residual, chol_noise], axis=1))
+
+
+def transition_linearization(model: _Model, rule, m, chol_P, u_next, chol_Q):
+    """``(F, chol of Ω + Q, b)``: ``z_{t+1} ~ N(f(z_t, u_{t+1}), Q)`` for ``z_t ~ N(m, P)``."""
+    p = model.params
+    lin = linearize(rule, lambda z: p.transition_fn(z, u_next, p.params), m, chol_P)
+    return lin.matrix, _with_noise(lin.residual, chol_Q), lin.offset
+
+
+def predict(model: _Model, rule, m, chol_P, u_next, chol_Q):
+    """The predicted ``N(m', U')`` of ``z_{t+1}`` from the filtered ``N(m, chol_P)``."""
+    return predict_from(model.params, rule, m, chol_P, u_next, chol_Q)
+
+
+def predict_from(params, rule, m, chol_P, u_next, chol_Q):
+    """:func:`predict` for a parameter container (its ``transition_fn`` and ``params``)."""
+    lin = linearize(rule, lambda z: params.transition_fn(z, u_next, params.params), m, chol_P)
+    noise = chol_Q if lin.residual is None else jnp.concatenate([lin.residual, chol_Q], axis=1)
+    return _predict(lin.matrix, noise, lin.offset, m, chol_P)
+
+
+def emission_linearization(model: _Model, rule, m, chol_P, u, chol_R):
+    """``(H, chol of the effective emission noise, d)`` for ``z_t ~ N(m, P)``.
+
+    Gaussian emissions: the regression of ``h`` plus ``R_t``. Generalized emissions: the
+    regression of ``μ(z) = E[y | z]`` plus ``E[Cov[y | z]]`` under the rule.
+    """
+    p = model.params
+    if not model.generalized:
+        lin = linearize(rule, lambda z: p.emission_fn(z, u, p.params), m, chol_P)
+        return lin.matrix, _with_noise(lin.residual, chol_R), lin.offset
+
+    def moments(z):
+        return p.emission_moments_fn(p.emission_fn(z, u, p.params))
+
+    lin, chols = linearize(rule, moments, m, chol_P, has_aux=True)  # chols (N, D, D)
+    w = sigma_points(rule, m, chol_P).mean_weights
+    N, D = chols.shape[0], chols.shape[1]
+    expected = jnp.swapaxes(chols * jnp.sqrt(w)[:, None, None], 0, 1).reshape(D, N * D)
+    parts = [expected] if lin.residual is None else [expected, lin.residual]
+    return lin.matrix, tria(jnp.concatenate(parts, axis=1)), lin.offset
+
+
+def update(model: _Model, rule, m, chol_P, y, observed, u, chol_R, iterations):
+    """Condition the predicted ``N(m, chol_P)`` on ``y_t``, relinearizing ``iterations`` times.
+
+    Iteration ``k > 1`` linearizes the emission for the previous iteration's posterior and
+    conditions the *predicted* belief again (the iterated extended / posterior-linearization
+    update: Gauss–Newton on the update for the Taylor rule).
+
+    Returns:
+        ``(m_f, chol_f, log_lik)``: the filtered moments and ``log p(y_t | y_{1:t-1})``.
+    """
+    m_lin, chol_lin = m, chol_P
+    for _ in range(iterations):
+        H, chol_noise, d = emission_linearization(model, rule, m_lin, chol_lin, u, chol_R)
+        m_lin, chol_lin, log_lik = _update(m, chol_P, H, chol_noise, d, y, observed)
+    if model.generalized:
+        log_lik = generalized_log_likelihood(
+            model, rule, m, chol_P, m_lin, chol_lin, y, observed, u
+        )
+    return m_lin, chol_lin, log_lik
+
+
+def generalized_log_likelihood(model: _Model, rule, m, chol_P, m_f, chol_f, y, observed, u):
+    r"""The per-step log-likelihood term of conditional-moments filtering.
+
+    The one-step predictive density under the filter's Gaussian belief is
+    ``p(y_t | y_{1:t-1}) ≈ ∫ p(y_t | z) N(z; m, P) dz``. Its integrand is concentrated where
+    the *filtered* Gaussian ``N(m_f, P_f)`` is, so the integral is computed by the rule's
+    points ``χ_i`` for ``N(m_f, P_f)``, with that Gaussian as the importance density:
+
+    .. math::
+
+        \log \sum_i w_i\, p(y_t \mid \chi_i)\,
+            \frac{\mathcal N(\chi_i; m, P)}{\mathcal N(\chi_i; m_f, P_f)}.
+
+    It is exact whenever the Gaussian update is (``p(y | z) N(z; m, P) ∝ N(z; m_f, P_f)``, a
+    linear-Gaussian emission), for any rule. With the Taylor rule (one point, ``m_f``) it is a
+    Laplace approximation of the integral at ``m_f``: exactly Laplace's with the Gauss–Newton
+    (Fisher) curvature when the update is iterated to its fixed point.
+
+    Returns:
+        Shape ``()``; 0 when no entry of ``y_t`` is observed.
+    """
+    p = model.params
+    pts = sigma_points(rule, m_f, chol_f)
+    log_lik = jax.vmap(
+        lambda z: p.emission_log_prob_fn(y, observed, p.emission_fn(z, u, p.params))
+    )(pts.points)
+    r = solve_lower(chol_P, (pts.points - m).T)  # (S, N)
+    log_prior = -0.5 * jnp.sum(r * r, axis=0) - 0.5 * chol_logdet(chol_P)
+    log_proposal = -0.5 * jnp.sum(pts.unit * pts.unit, axis=1) - 0.5 * chol_logdet(chol_f)
+    w = pts.mean_weights
+    log_w = jnp.where(w > 0, jnp.log(jnp.where(w > 0, w, 1.0)), -jnp.inf)
+    term = logsumexp(log_w + log_lik + log_prior - log_proposal)
+    return jnp.where(jnp.any(observed), term, 0.0)
