@@ -99,3 +99,14 @@ def test_co2_is_the_monthly_mean_of_statsmodels_weekly_series():
     fresh = load_co2()
     fresh.ppm[0] = -1
     assert load_co2().ppm[0] != -1
+
+
+def test_uk_driver_deaths_is_r_ukdriverdeaths_with_the_law_indicator():
+    from numpyro_ssm.datasets import load_uk_driver_deaths
+
+    data = load_uk_driver_deaths()
+    assert data.drivers.shape == data.law.shape == (192,)
+    assert (data.years[0], data.months[0], data.years[-1], data.months[-1]) == (1969, 1, 1984, 12)
+    # R: UKDriverDeaths[1], the January and February 1983 values, the last value
+    assert [data.drivers[i] for i in (0, 168, 169, 191)] == [1687, 1494, 1057, 1763]
+    assert np.all(data.law[:169] == 0) and np.all(data.law[169:] == 1)  # from February 1983
