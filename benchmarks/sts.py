@@ -61,7 +61,7 @@ def tfp_sts(y):
     mask = jnp.asarray(np.isnan(y[:, 0]))
     trend = tfp_sts_module.LocalLinearTrend(observed_time_series=observed)
     season = tfp_sts_module.Seasonal(num_seasons=12, observed_time_series=observed)
-    model = tfp_sts_module.Sum([trend, season], observed_time_series=observed)
+    model = tfp_sts_module.Sum([trend, season], observed_time_series=observed, constant_offset=0.0)
 
     def log_lik(scales):
         level, slope, season_scale, noise = scales

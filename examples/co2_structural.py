@@ -17,7 +17,7 @@ posterior summary, then
   pooled by the law of total variance (an xarray Dataset with a ``component`` dim);
 - ``numpyro_ssm.sts.forecast_components``: each component and the series 60 months ahead;
 
-and draws data, fit, components and forecast in one figure.
+and draws data, fit, components and forecast in one figure (``sts.plot_components``).
 
 Environment variables:
     NUMPYRO_SSM_FAST=1        a quick run (the last 15 years, 1 chain, 30 warmup, 30 samples).
@@ -41,7 +41,6 @@ import matplotlib  # noqa: E402
 import numpyro  # noqa: E402
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import numpyro.distributions as dist  # noqa: E402
 from numpyro.infer import MCMC, NUTS  # noqa: E402
@@ -60,12 +59,6 @@ def model(y):
         sts.local_linear_trend(level, slope) + sts.seasonal(12, season) + sts.irregular(noise)
     )
     numpyro.sample("y", structure.distribution(y.shape[0]), obs=y)
-
-
-def _band(ax, x, ds, component, color, label):
-    sel = ds.sel(component=component)
-    ax.plot(x, sel["mean"], color=color, lw=1.2, label=label)
-    ax.fill_between(x, sel["lower"], sel["upper"], color=color, alpha=0.3, lw=0)
 
 
 def main():
@@ -104,24 +97,13 @@ def main():
         f"(90% band {float(end['lower']):.1f} - {float(end['upper']):.1f})"
     )
 
-    fig, axes = plt.subplots(3, 1, figsize=(10, 9), sharex=True)
-    ax = axes[0]
-    ax.plot(t, y[:, 0], ".", ms=2, color="k", label="data")
-    _band(ax, t, parts, "fit", "C0", "fit (trend + seasonal)")
-    _band(ax, future_t, ahead, "observed", "C3", f"forecast, {HORIZON} months")
-    ax.set_ylabel("CO₂ (ppm)")
-    ax.legend(loc="upper left")
-    ax.set_title("Mauna Loa CO₂: local linear trend + seasonal(12), exact diffuse start")
-    _band(axes[1], t, parts, "trend", "C0", "trend")
-    _band(axes[1], future_t, ahead, "trend", "C3", "trend forecast")
-    axes[1].set_ylabel("trend (ppm)")
-    axes[1].legend(loc="upper left")
-    _band(axes[2], t, parts, "seasonal", "C2", "seasonal")
-    _band(axes[2], future_t, ahead, "seasonal", "C3", "seasonal forecast")
-    axes[2].set_ylabel("seasonal (ppm)")
-    axes[2].set_xlabel("year")
-    axes[2].legend(loc="upper left")
-    fig.tight_layout()
+    fig = sts.plot_components(
+        y,
+        parts,
+        ahead,
+        components=["trend", "seasonal"],
+        title="Mauna Loa CO₂: local linear trend + seasonal(12), exact diffuse start",
+    )
     outdir = Path(os.environ.get("NUMPYRO_SSM_OUTDIR", "."))
     outdir.mkdir(parents=True, exist_ok=True)
     fig.savefig(outdir / "co2_structural.png", dpi=110)

@@ -19,6 +19,7 @@ EXAMPLES = sorted(EXAMPLES_DIR.glob("*.py"))
 EXPECTED_FIGURES = {
     "blackjax_lgssm": {"blackjax_lgssm.png"},
     "co2_structural": {"co2_structural.png"},
+    "uk_seatbelt_intervention": {"uk_seatbelt_intervention.png"},
     "earthquakes": {"earthquakes.png", "earthquakes_trace.png", "earthquakes_state_paths.png"},
     "earthquakes_poisson_lds": {"earthquakes_poisson_lds.png"},
     "lgssm_parameter_posterior": {

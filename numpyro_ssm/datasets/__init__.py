@@ -24,6 +24,8 @@ __all__ = [
     "load_co2",
     "USGNP",
     "load_us_gnp",
+    "UKDriverDeaths",
+    "load_uk_driver_deaths",
 ]
 
 
@@ -275,4 +277,52 @@ def load_us_gnp() -> USGNP:
         quarters=np.asarray(columns["quarter"]),
         growth=np.asarray(columns["growth"], dtype=np.float64),
         nber_recession=np.asarray(columns["nber_recession"], dtype=np.int64).astype(bool),
+    )
+
+
+class UKDriverDeaths(NamedTuple):
+    """Monthly car drivers killed or seriously injured in Great Britain, 1969–1984.
+
+    Attributes:
+        years: shape ``(192,)``, integer years.
+        months: shape ``(192,)``, integer months 1–12.
+        drivers: shape ``(192,)``, float counts.
+        law: shape ``(192,)``, float 0/1, 1 from February 1983 (the compulsory seat-belt law
+            took effect on 31 January 1983).
+    """
+
+    years: np.ndarray
+    months: np.ndarray
+    drivers: np.ndarray
+    law: np.ndarray
+
+
+def load_uk_driver_deaths() -> UKDriverDeaths:
+    """Load the monthly UK car drivers killed or seriously injured, January 1969 – December 1984.
+
+    R's ``datasets::UKDriverDeaths`` (the ``drivers`` column of ``Seatbelts``; taken from the
+    CSV that the ``pydataset`` package ships): Harvey, A.C. and Durbin, J. (1986), The effects
+    of seat belt legislation on British road casualties: a case study in structural time series
+    modelling, *Journal of the Royal Statistical Society A* 149, 187–227; also Harvey (1989),
+    *Forecasting, Structural Time Series Models and the Kalman Filter*, and Durbin & Koopman
+    (2012, §14.3). The seat-belt law is the intervention, ``law = 1`` from February 1983.
+
+    Returns:
+        A :class:`UKDriverDeaths` tuple of four arrays of shape ``(192,)``.
+
+    Example:
+        >>> from numpyro_ssm.datasets import load_uk_driver_deaths
+        >>> data = load_uk_driver_deaths()
+        >>> data.drivers.shape, int(data.law.sum())
+        ((192,), 23)
+    """
+    columns = _read_columns("uk_driver_deaths.csv")
+    years = np.asarray(columns["year"], dtype=np.int64)
+    months = np.asarray(columns["month"], dtype=np.int64)
+    law = ((years > 1983) | ((years == 1983) & (months >= 2))).astype(np.float64)
+    return UKDriverDeaths(
+        years=years,
+        months=months,
+        drivers=np.asarray(columns["drivers"], dtype=np.float64),
+        law=law,
     )

@@ -25,6 +25,7 @@ from numpyro_ssm.sts._component import Component
 from numpyro_ssm.sts._decompose import decompose
 from numpyro_ssm.sts._forecast import forecast_components
 from numpyro_ssm.sts._model import StructuralTimeSeries, sum_components
+from numpyro_ssm.sts._plot import plot_components
 from numpyro_ssm.sts._regression import dynamic_regression, regression
 from numpyro_ssm.sts._seasonal import seasonal
 from numpyro_ssm.sts._stationary import autoregressive, cycle, irregular
@@ -41,6 +42,7 @@ __all__ = [
     "irregular",
     "local_level",
     "local_linear_trend",
+    "plot_components",
     "regression",
     "seasonal",
     "smooth_trend",

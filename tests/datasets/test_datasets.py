@@ -109,3 +109,14 @@ def test_us_gnp():
     assert data.quarters[-1] == "1984Q4"
     np.testing.assert_array_equal(data.growth, rgnp)
     np.testing.assert_array_equal(data.nber_recession, np.asarray(rec, bool))
+
+
+def test_uk_driver_deaths_is_r_ukdriverdeaths_with_the_law_indicator():
+    from numpyro_ssm.datasets import load_uk_driver_deaths
+
+    data = load_uk_driver_deaths()
+    assert data.drivers.shape == data.law.shape == (192,)
+    assert (data.years[0], data.months[0], data.years[-1], data.months[-1]) == (1969, 1, 1984, 12)
+    # R: UKDriverDeaths[1], the January and February 1983 values, the last value
+    assert [data.drivers[i] for i in (0, 168, 169, 191)] == [1687, 1494, 1057, 1763]
+    assert np.all(data.law[:169] == 0) and np.all(data.law[169:] == 1)  # from February 1983

@@ -128,3 +128,24 @@ def test_errors():
         sts.forecast_components(model, DRAWS, y, X, num_steps=0)
     with pytest.raises(ValueError, match=r"prob must lie in \(0, 1\)"):
         sts.decompose(model, DRAWS, y, X, prob=1.5)
+
+
+def test_plot_components_draws_every_panel(data, decomposition, forecast):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    y, _ = data
+    fig = sts.plot_components(y, decomposition, forecast, title="smoke")
+    labels = [ax.get_ylabel() for ax in fig.axes]
+    assert labels == ["", "level", "effect"]
+    top = fig.axes[0]
+    assert [line.get_label() for line in top.get_lines()] == ["data", "fit", "forecast"]
+    forecast_line = top.get_lines()[2]
+    close(forecast_line.get_ydata(), forecast["mean"].sel(component="observed"))
+    plt.close(fig)
+    with pytest.raises(ValueError, match=r"observations must have shape \(30,\)"):
+        sts.plot_components(y[:-1], decomposition)
+    with pytest.raises(ValueError, match=r"no component \['trend'\]"):
+        sts.plot_components(y, decomposition, components=["trend"])
