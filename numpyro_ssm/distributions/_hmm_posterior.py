@@ -9,7 +9,7 @@ masked log-likelihoods to an op of :mod:`numpyro_ssm.ops.hmm`.
 import jax
 import jax.numpy as jnp
 
-from numpyro_ssm.distributions._ssm import SSMLatents, check_latent_methods
+from numpyro_ssm.distributions._ssm import LogLikelihoodOpsMixin, SSMLatents, check_latent_methods
 from numpyro_ssm.ops import hmm as hmm_ops
 from numpyro_ssm.ops.hmm import safe_log
 from numpyro_ssm.ops.hmm.paths import backward_sample
@@ -17,24 +17,12 @@ from numpyro_ssm.ops.hmm.paths import backward_sample
 __all__ = ["HMMPosteriorMixin"]
 
 
-class HMMPosteriorMixin:
+class HMMPosteriorMixin(LogLikelihoodOpsMixin):
     """Filter, smoother, Viterbi, posterior draws and forecasts for :class:`DiscreteHMM`.
 
-    The host class provides ``_log_likelihoods``, ``_categorical_kwargs``, ``_log_params``,
+    The host class provides ``_log_likelihoods``, ``_op_kwargs``, ``_log_params``,
     ``emission_dist`` and ``parallel``.
     """
-
-    def _run_op(self, op, value, *lead, **kwargs):
-        """``op(*lead, log_likelihoods=..., obs_mask=..., ...)`` on the observations ``value``."""
-        log_lik, mask = self._log_likelihoods(value)
-        return op(
-            *lead,
-            log_likelihoods=log_lik,
-            obs_mask=mask,
-            parallel=self.parallel,
-            **kwargs,
-            **self._categorical_kwargs(),
-        )
 
     def filter(self, value) -> hmm_ops.HMMPosterior:
         """Filtered and predicted state probabilities, see :func:`~numpyro_ssm.ops.hmm_filter`.

@@ -9,30 +9,18 @@ log-likelihoods to an op of :mod:`numpyro_ssm.ops.hsmm`.
 
 import jax.numpy as jnp
 
-from numpyro_ssm.distributions._ssm import SSMLatents, check_latent_methods
+from numpyro_ssm.distributions._ssm import LogLikelihoodOpsMixin, SSMLatents, check_latent_methods
 from numpyro_ssm.ops import hsmm as hsmm_ops
 
 __all__ = ["HSMMPosteriorMixin"]
 
 
-class HSMMPosteriorMixin:
+class HSMMPosteriorMixin(LogLikelihoodOpsMixin):
     """Filter, smoother, MAP segmentation, posterior draws and forecasts for ``DiscreteHSMM``.
 
     The host class provides ``_log_likelihoods``, ``_op_kwargs``, ``_log_params``,
     ``emission_dist``, ``censoring`` and ``parallel``.
     """
-
-    def _run_op(self, op, value, *lead, **kwargs):
-        """``op(*lead, log_likelihoods=..., obs_mask=..., ...)`` on the observations ``value``."""
-        log_lik, mask = self._log_likelihoods(value)
-        return op(
-            *lead,
-            log_likelihoods=log_lik,
-            obs_mask=mask,
-            parallel=self.parallel,
-            **kwargs,
-            **self._op_kwargs(),
-        )
 
     def filter(self, value) -> hsmm_ops.HSMMPosterior:
         """Filtered state probabilities and increments, see :func:`~numpyro_ssm.ops.hsmm_filter`.

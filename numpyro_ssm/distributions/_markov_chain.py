@@ -62,7 +62,8 @@ class MarkovChainMixin:
             log_trans = safe_log(params["transition_matrix"])
         return log_init, log_trans
 
-    def _categorical_kwargs(self):
+    def _op_kwargs(self):
+        """The parameters as keyword arguments of the :mod:`numpyro_ssm.ops.hmm` functions."""
         kwargs = {}
         if "initial_logits" in self.__dict__:
             kwargs["initial_logits"] = self.initial_logits
