@@ -9,7 +9,7 @@ masked log-likelihoods to an op of :mod:`numpyro_ssm.ops.hmm`.
 import jax
 import jax.numpy as jnp
 
-from numpyro_ssm.distributions._ssm import LogLikelihoodOpsMixin, SSMLatents, check_latent_methods
+from numpyro_ssm.distributions._discrete_posterior import DiscretePosteriorMixin
 from numpyro_ssm.ops import hmm as hmm_ops
 from numpyro_ssm.ops.hmm import safe_log
 from numpyro_ssm.ops.hmm.paths import backward_sample
@@ -17,12 +17,15 @@ from numpyro_ssm.ops.hmm.paths import backward_sample
 __all__ = ["HMMPosteriorMixin"]
 
 
-class HMMPosteriorMixin(LogLikelihoodOpsMixin):
+class HMMPosteriorMixin(DiscretePosteriorMixin):
     """Filter, smoother, Viterbi, posterior draws and forecasts for :class:`DiscreteHMM`.
 
     The host class provides ``_log_likelihoods``, ``_op_kwargs``, ``_log_params``,
     ``emission_dist`` and ``parallel``.
     """
+
+    _filter_op = staticmethod(hmm_ops.hmm_filter)
+    _smoother_op = staticmethod(hmm_ops.hmm_smoother)
 
     def filter(self, value) -> hmm_ops.HMMPosterior:
         """Filtered and predicted state probabilities, see :func:`~numpyro_ssm.ops.hmm_filter`.
@@ -72,49 +75,12 @@ class HMMPosteriorMixin(LogLikelihoodOpsMixin):
 
     # -- the protocol of numpyro_ssm.infer ------------------------------------------------------
 
-    def latent_dims(self, method):
-        """Dims of :meth:`latents`' outputs: ``("time", "state")`` probabilities or ``("time",)``.
-
-        Args:
-            method: ``"smooth"``, ``"sample"`` or ``"mode"``.
-
-        Returns:
-            dict short name -> dims after the batch axes.
-        """
-        if method == "smooth":
-            return {"probs": ("time", "state")}
-        return {"": ("time",)}
-
-    def latents(self, value, methods=(), key=None) -> SSMLatents:
-        """Per-step log-likelihood increments and posterior summaries, from one forward pass.
-
-        ``"smooth"``: ``{"probs": p(z_t = k | y) (..., T, K)}``; ``"sample"``: ``{"": path}``, one
-        FFBS draw ``(..., T)`` that reuses the filter (or smoother) pass; ``"mode"``: ``{"":
-        path}``, the Viterbi path ``(..., T)``.
-
-        Args:
-            value: observations, shape ``batch_shape + (T,) + E``.
-            methods: a tuple of ``"smooth"``, ``"sample"``, ``"mode"``.
-            key: a ``jax.random`` key, required for ``"sample"``.
-
-        Returns:
-            An :class:`~numpyro_ssm.distributions.SSMLatents`.
-        """
-        methods = check_latent_methods(self, methods, key)
-        op = hmm_ops.hmm_smoother if "smooth" in methods else hmm_ops.hmm_filter
-        post = self._run_op(op, value)
-        out = {}
-        if "smooth" in methods:
-            out["smooth"] = {"probs": post.smoothed_probs}
-        if "sample" in methods:
-            log_trans = self._log_params()[1]
-            if log_trans.ndim == 2:
-                log_trans = log_trans[None]
-            path = backward_sample(key, log_trans, post.filtered_probs, parallel=self.parallel)
-            out["sample"] = {"": path}
-        if "mode" in methods:
-            out["mode"] = {"": self.posterior_mode(value)}
-        return SSMLatents(post.log_likelihood_increments, out)
+    def _latent_path(self, key, value, post):
+        """One FFBS draw ``(..., T)`` that reuses the filter (or smoother) pass ``post``."""
+        log_trans = self._log_params()[1]
+        if log_trans.ndim == 2:
+            log_trans = log_trans[None]
+        return backward_sample(key, log_trans, post.filtered_probs, parallel=self.parallel)
 
     def forecast(
         self,

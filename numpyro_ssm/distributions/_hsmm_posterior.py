@@ -9,18 +9,21 @@ log-likelihoods to an op of :mod:`numpyro_ssm.ops.hsmm`.
 
 import jax.numpy as jnp
 
-from numpyro_ssm.distributions._ssm import LogLikelihoodOpsMixin, SSMLatents, check_latent_methods
+from numpyro_ssm.distributions._discrete_posterior import DiscretePosteriorMixin
 from numpyro_ssm.ops import hsmm as hsmm_ops
 
 __all__ = ["HSMMPosteriorMixin"]
 
 
-class HSMMPosteriorMixin(LogLikelihoodOpsMixin):
+class HSMMPosteriorMixin(DiscretePosteriorMixin):
     """Filter, smoother, MAP segmentation, posterior draws and forecasts for ``DiscreteHSMM``.
 
     The host class provides ``_log_likelihoods``, ``_op_kwargs``, ``_log_params``,
     ``emission_dist``, ``censoring`` and ``parallel``.
     """
+
+    _filter_op = staticmethod(hsmm_ops.hsmm_filter)
+    _smoother_op = staticmethod(hsmm_ops.hsmm_smoother)
 
     def filter(self, value) -> hsmm_ops.HSMMPosterior:
         """Filtered state probabilities and increments, see :func:`~numpyro_ssm.ops.hsmm_filter`.
@@ -95,46 +98,6 @@ class HSMMPosteriorMixin(LogLikelihoodOpsMixin):
         return self._run_op(hsmm_ops.hsmm_posterior_sample, value, key, sample_shape=sample_shape)
 
     # -- the protocol of numpyro_ssm.infer ------------------------------------------------------
-
-    def latent_dims(self, method):
-        """Dims of :meth:`latents`' outputs: ``("time", "state")`` probabilities or ``("time",)``.
-
-        Args:
-            method: ``"smooth"``, ``"sample"`` or ``"mode"``.
-
-        Returns:
-            dict short name -> dims after the batch axes.
-        """
-        if method == "smooth":
-            return {"probs": ("time", "state")}
-        return {"": ("time",)}
-
-    def latents(self, value, methods=(), key=None) -> SSMLatents:
-        """Per-step log-likelihood increments and posterior summaries.
-
-        ``"smooth"``: ``{"probs": p(z_t = k | y) (..., T, K)}`` from the smoother, whose pass
-        also gives the increments; ``"sample"``: ``{"": path}``, one FFBS draw ``(..., T)``;
-        ``"mode"``: ``{"": path}``, the MAP segmentation's states ``(..., T)``.
-
-        Args:
-            value: observations, shape ``batch_shape + (T,) + E``.
-            methods: a tuple of ``"smooth"``, ``"sample"``, ``"mode"``.
-            key: a ``jax.random`` key, required for ``"sample"``.
-
-        Returns:
-            An :class:`~numpyro_ssm.distributions.SSMLatents`.
-        """
-        methods = check_latent_methods(self, methods, key)
-        op = hsmm_ops.hsmm_smoother if "smooth" in methods else hsmm_ops.hsmm_filter
-        post = self._run_op(op, value)
-        out = {}
-        if "smooth" in methods:
-            out["smooth"] = {"probs": post.smoothed_probs}
-        if "sample" in methods:
-            out["sample"] = {"": self.sample_posterior(key, value)}
-        if "mode" in methods:
-            out["mode"] = {"": self.posterior_mode(value)}
-        return SSMLatents(post.log_likelihood_increments, out)
 
     def forecast(self, value, num_steps, *, emission_dist=None):
         """The distribution of the next ``num_steps`` observations given ``y_{1:T}``.

@@ -10,15 +10,15 @@ import functools
 
 import jax.numpy as jnp
 
+from numpyro_ssm.distributions._gaussian_latents import GaussianLatentsMixin
 from numpyro_ssm.distributions._lgssm_params import _CORE, _batch_keys
-from numpyro_ssm.distributions._ssm import SSMLatents, check_latent_methods
 from numpyro_ssm.ops import kalman as kalman_ops
 from numpyro_ssm.ops.kalman.sampling import smooth_and_sample
 
 __all__ = ["LGSSMPosteriorMixin"]
 
 
-class LGSSMPosteriorMixin:
+class LGSSMPosteriorMixin(GaussianLatentsMixin):
     """Filter, smoother, posterior draws and forecasts for :class:`LinearGaussianSSM`.
 
     The host class provides ``_run``, ``_observations``, ``parallel`` and the parameters named
@@ -81,54 +81,14 @@ class LGSSMPosteriorMixin:
 
     # -- the protocol of numpyro_ssm.infer ------------------------------------------------------
 
-    def latent_dims(self, method):
-        """Dims of :meth:`latents`' outputs: state means, covariances or paths over time.
-
-        Args:
-            method: ``"smooth"``, ``"sample"`` or ``"mode"``.
-
-        Returns:
-            dict short name -> dims after the batch axes.
-        """
-        if method == "smooth":
-            return {"means": ("time", "state"), "covariances": ("time", "state", "state_2")}
-        return {"": ("time", "state")}
-
-    def latents(self, value, methods=(), key=None) -> SSMLatents:
-        """Per-step log-likelihood increments and posterior summaries, from one filter pass.
-
-        ``"smooth"``: ``{"means": (..., T, S), "covariances": (..., T, S, S)}``; ``"sample"``:
-        ``{"": path (..., T, S)}``, one FFBS draw; ``"mode"``: ``{"": smoothed means}``.
-
-        Args:
-            value: observations, shape ``batch_shape + (T, D)``; NaN entries are missing.
-            methods: a tuple of ``"smooth"``, ``"sample"``, ``"mode"``.
-            key: a JAX PRNG key, required for ``"sample"``.
-
-        Returns:
-            An :class:`~numpyro_ssm.distributions.SSMLatents`.
-        """
-        methods = check_latent_methods(self, methods, key)
+    def _latents_op(self, methods, sample_shape):
+        """The op of :meth:`latents`: one filter pass, smoothed if the smooth or mode is asked."""
         smooth = "smooth" in methods or "mode" in methods
-        sample = "sample" in methods
-        op = functools.partial(
-            smooth_and_sample, smooth=smooth, sample_shape=() if sample else None
-        )
-        if sample:
-            batch_shape = self._observations(value)[2]
-            keys = _batch_keys(key, batch_shape)
-            lead, lead_cores = (keys,), (keys.ndim - len(batch_shape),)
-        else:
-            lead, lead_cores = (None,), (0,)
-        post, path = self._run(op, value, *lead, lead_cores=lead_cores)
-        out = {}
-        if "smooth" in methods:
-            out["smooth"] = {"means": post.smoothed_means, "covariances": post.smoothed_covariances}
-        if sample:
-            out["sample"] = {"": path}
-        if "mode" in methods:
-            out["mode"] = {"": post.smoothed_means}
-        return SSMLatents(post.log_likelihood_increments, out)
+        return functools.partial(smooth_and_sample, smooth=smooth, sample_shape=sample_shape)
+
+    def _mode_latent(self, value, post):
+        """The most probable path of a linear-Gaussian model: its smoothed means."""
+        return post.smoothed_means
 
     def forecast(self, value, num_steps, **future):
         """Distribution of the next ``num_steps`` observations given ``value``.

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from numpyro_ssm.distributions._gaussian_latents import GaussianLatentsMixin
 from numpyro_ssm.distributions._lgssm_params import _batch_keys, _map_batch
 from numpyro_ssm.distributions._shapes import (
     broadcast_batch_shapes,
@@ -20,7 +21,7 @@ from numpyro_ssm.distributions._shapes import (
     infer_num_steps,
     time_source,
 )
-from numpyro_ssm.distributions._ssm import SSMLatents, StateSpaceModel, check_latent_methods
+from numpyro_ssm.distributions._ssm import StateSpaceModel
 from numpyro_ssm.distributions._validation import validate_concrete_args
 from numpyro_ssm.ops import nonlinear as nl
 from numpyro_ssm.ops.linalg import cholesky
@@ -103,7 +104,7 @@ def _shapes(owner, shapes, num_steps, obs_mask, inputs, obs_dim):
     return broadcast_batch_shapes(parts), (T, obs_dim), time_source(time_axes, num_steps), parts
 
 
-class NonlinearSSMBase(StateSpaceModel):
+class NonlinearSSMBase(GaussianLatentsMixin, StateSpaceModel):
     """Shared plumbing of the nonlinear families (see the module docstring).
 
     A subclass sets ``_array_names`` (the array arguments it stores), implements
@@ -331,56 +332,18 @@ class NonlinearSSMBase(StateSpaceModel):
         op = functools.partial(nl.nonlinear_posterior_mode, parallel=self.parallel)
         return self._run(lambda p, y, **kw: op(p, y, **kw).path, value)
 
-    def latent_dims(self, method):
-        """Dims of :meth:`latents`' outputs: state means, covariances or paths over time.
-
-        Args:
-            method: ``"smooth"``, ``"sample"`` or ``"mode"``.
-
-        Returns:
-            dict short name -> dims after the batch axes.
-        """
-        if method == "smooth":
-            return {"means": ("time", "state"), "covariances": ("time", "state", "state_2")}
-        return {"": ("time", "state")}
-
-    def latents(self, value, methods=(), key=None) -> SSMLatents:
-        """Per-step log-likelihood increments and posterior summaries, from one run of passes.
-
-        ``"smooth"``: ``{"means", "covariances"}``; ``"sample"``: ``{"": path}``, one
-        approximate draw; ``"mode"``: ``{"": MAP path}`` (its own Gauss–Newton passes).
-
-        Args:
-            value: observations, shape ``batch_shape + (T, D)``; NaN entries are missing.
-            methods: a tuple of ``"smooth"``, ``"sample"``, ``"mode"``.
-            key: a JAX PRNG key, required for ``"sample"``.
-
-        Returns:
-            An :class:`~numpyro_ssm.distributions.SSMLatents`.
-        """
-        methods = check_latent_methods(self, methods, key)
-        sample = "sample" in methods
-        op = functools.partial(
+    def _latents_op(self, methods, sample_shape):
+        """The op of :meth:`latents`: one filter pass, smoothed if the smooth is asked."""
+        return functools.partial(
             smooth_and_sample,
             smooth="smooth" in methods,
-            sample_shape=() if sample else None,
+            sample_shape=sample_shape,
             **self._options(),
         )
-        if sample:
-            batch_shape = self._observations(value)[2]
-            keys = _batch_keys(key, batch_shape)
-            lead, lead_cores = (keys,), (keys.ndim - len(batch_shape),)
-        else:
-            lead, lead_cores = (None,), (0,)
-        post, path = self._run(op, value, *lead, lead_cores=lead_cores)
-        out = {}
-        if "smooth" in methods:
-            out["smooth"] = {"means": post.smoothed_means, "covariances": post.smoothed_covariances}
-        if sample:
-            out["sample"] = {"": path}
-        if "mode" in methods:
-            out["mode"] = {"": self.posterior_mode(value)}
-        return SSMLatents(post.log_likelihood_increments, out)
+
+    def _mode_latent(self, value, post):
+        """The MAP path, by its own Gauss-Newton passes."""
+        return self.posterior_mode(value)
 
     def sample_with_states(self, key, sample_shape=()):
         """Joint draws of the states and observations from the model itself.

@@ -38,13 +38,7 @@ from typing import NamedTuple
 import jax
 from numpyro.distributions import Distribution
 
-__all__ = [
-    "LATENT_METHODS",
-    "LogLikelihoodOpsMixin",
-    "SSMLatents",
-    "StateSpaceModel",
-    "is_state_space_model",
-]
+__all__ = ["LATENT_METHODS", "SSMLatents", "StateSpaceModel", "is_state_space_model"]
 
 LATENT_METHODS = ("smooth", "sample", "mode")
 
@@ -167,27 +161,6 @@ class StateSpaceModel(Distribution):
             A distribution with ``event_shape (H,) + E`` and ``mean`` and ``variance``.
         """
         raise NotImplementedError
-
-
-class LogLikelihoodOpsMixin:
-    """Runs a discrete-state op (:mod:`numpyro_ssm.ops.hmm`, :mod:`numpyro_ssm.ops.hsmm`).
-
-    The host class provides ``_log_likelihoods(value)`` (the per-state log-likelihoods and the
-    step mask), ``_op_kwargs()`` (its parameters as the op's keyword arguments) and
-    ``parallel``.
-    """
-
-    def _run_op(self, op, value, *lead, **kwargs):
-        """``op(*lead, log_likelihoods=..., obs_mask=..., ...)`` on the observations ``value``."""
-        log_lik, mask = self._log_likelihoods(value)
-        return op(
-            *lead,
-            log_likelihoods=log_lik,
-            obs_mask=mask,
-            parallel=self.parallel,
-            **kwargs,
-            **self._op_kwargs(),
-        )
 
 
 def check_latent_methods(ssm, methods, key):
