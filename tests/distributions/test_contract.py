@@ -2,8 +2,9 @@
 
 A row (``Case``) says how to build the distribution from a dict of parameter arrays, the
 constraint of each parameter (used to run NUTS and SVI over all of them), and the keyword
-arguments of ``infer_shapes``. Every check below then runs for every row, serial and parallel
-(HMC and AutoMultivariateNormal on two rows only, see ``SECOND_KERNEL_ROWS``).
+arguments of ``infer_shapes``. Every check below then runs for every row, serial and parallel,
+except the inference runs: NUTS and SVI on one row per family (``INFERENCE_ROWS``), HMC and
+AutoMultivariateNormal on two of those (``SECOND_KERNEL_ROWS``).
 """
 
 from collections.abc import Callable
@@ -38,6 +39,7 @@ class Case:
     params: dict  # name -> array
     constraints: dict  # name -> numpyro constraint
     shape_kwargs: Callable  # (params: dict) -> kwargs of type(d).infer_shapes
+    parallel_sample: bool = False  # does ``sample`` itself take the parallel schedule?
 
 
 def _rng(seed):
@@ -164,7 +166,7 @@ def _lgssm_case(name, seed, S, D, T, *, time_varying=False, batch=(), masked=Fal
             obs_mask=None if obs_mask is None else obs_mask.shape,
         )
 
-    return Case(name, make, params, cons, shape_kwargs)
+    return Case(name, make, params, cons, shape_kwargs, parallel_sample=True)
 
 
 def _swing(z, u, p):
@@ -413,7 +415,7 @@ CASES = [
     _generalized_case("generalized-poisson-iterated", 21, T=5),
 ]
 
-pytestmark = pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+every_row = pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 
 
 def _params(case):
@@ -425,6 +427,7 @@ def _data(case, parallel=False, sample_shape=()):
     return d, d.sample(jax.random.PRNGKey(0), sample_shape)
 
 
+@every_row
 def test_shapes_and_infer_shapes(case):
     d, y = _data(case, sample_shape=(2, 3))
     assert y.shape == (2, 3) + d.batch_shape + d.event_shape
@@ -436,12 +439,14 @@ def test_shapes_and_infer_shapes(case):
     assert d.support.event_dim == len(d.event_shape)
 
 
+@every_row
 def test_serial_equals_parallel(case):
     d, y = _data(case, sample_shape=(3,))
     dp = case.make(_params(case), True)
     np.testing.assert_allclose(d.log_prob(y), dp.log_prob(y), rtol=1e-10)
 
 
+@every_row
 def test_jit_vmap_and_lax_map_over_the_distribution(case):
     d, y = _data(case)
     expected = d.log_prob(y)
@@ -456,6 +461,7 @@ def test_jit_vmap_and_lax_map_over_the_distribution(case):
     np.testing.assert_allclose(mapped, jnp.stack([expected] * 2), rtol=1e-12)
 
 
+@every_row
 def test_expand_to_event_and_mask(case):
     d, y = _data(case)
     expanded = d.expand((4,) + d.batch_shape)
@@ -476,6 +482,7 @@ def _model(case, parallel):
     return model
 
 
+@every_row
 def test_handlers_and_plate(case):
     d, y = _data(case)
     model = _model(case, False)
@@ -505,18 +512,22 @@ def test_handlers_and_plate(case):
     np.testing.assert_allclose(tr["y"]["fn"].log_prob(ys).sum(), 3 * d.log_prob(y).sum())
 
 
-@pytest.mark.parametrize("parallel", [False, True])
-def test_predictive(case, parallel):
-    d = case.make(_params(case), parallel)
-    model = _model(case, parallel)
-    draws = Predictive(model, num_samples=5, parallel=True)(jax.random.PRNGKey(2))
-    assert draws["y"].shape == (5,) + d.batch_shape + d.event_shape
-    posterior = {"u": jnp.zeros((2, 3))}
-    draws = Predictive(model, posterior_samples=posterior, batch_ndims=2)(jax.random.PRNGKey(3))
-    assert draws["y"].shape == (2, 3) + d.batch_shape + d.event_shape
+@every_row
+def test_predictive(case):
+    # Predictive only samples: the parallel schedule is drawn too where ``sample`` takes it
+    for parallel in (False, True) if case.parallel_sample else (False,):
+        d = case.make(_params(case), parallel)
+        model = _model(case, parallel)
+        draws = Predictive(model, num_samples=5, parallel=True)(jax.random.PRNGKey(2))
+        assert draws["y"].shape == (5,) + d.batch_shape + d.event_shape
+        posterior = {"u": jnp.zeros((2, 3))}
+        predictive = Predictive(model, posterior_samples=posterior, batch_ndims=2)
+        draws = predictive(jax.random.PRNGKey(3))
+        assert draws["y"].shape == (2, 3) + d.batch_shape + d.event_shape
 
 
 @pytest.mark.parametrize("parallel", [False, True])
+@every_row
 def test_gradients_finite_for_every_parameter(case, parallel):
     _, y = _data(case)
 
@@ -546,13 +557,33 @@ def _inference_model(case, y, parallel=False):
     return model
 
 
-# NUTS and AutoNormal run on every row. HMC and AutoMultivariateNormal add nothing per row that
-# the log density does not already see (the same potential, the same ELBO), and each run is
-# mostly compilation, so they run on one HMM row and one LGSSM row.
+# NUTS and AutoNormal run on one row per family, the one with the most features (batch, mask,
+# time-varying parameters, iterations): what they see of a row is its log density and its
+# gradient through the constraints' transforms, which the gradient test above checks on every
+# row, and each run is mostly compilation. HMC and AutoMultivariateNormal add nothing per row
+# that NUTS and AutoNormal do not (the same potential, the same ELBO): one HMM and one LGSSM row.
+INFERENCE_ROWS = (
+    "hmm-normal-time-varying",
+    "lgssm-time-varying-masked",
+    "hsmm-batched-masked",
+    "arhmm-initial-emission-batched-masked",
+    "nonlinear-ukf-batched-masked",
+    "generalized-poisson-iterated",
+)
 SECOND_KERNEL_ROWS = ("hmm-normal-time-varying", "lgssm-time-varying-masked")
+inference_rows = pytest.mark.parametrize(
+    "case", [c for c in CASES if c.name in INFERENCE_ROWS], ids=lambda c: c.name
+)
+
+
+def test_inference_rows_cover_every_family():
+    families = {type(c.make(_params(c), False)) for c in CASES}
+    covered = {type(c.make(_params(c), False)) for c in CASES if c.name in INFERENCE_ROWS}
+    assert covered == families and len(INFERENCE_ROWS) == len(families)
 
 
 @pytest.mark.slow
+@inference_rows
 def test_mcmc_runs_over_all_parameters(case):
     _, y = _data(case)
     init = init_to_value(values=_params(case))
@@ -570,6 +601,7 @@ def test_mcmc_runs_over_all_parameters(case):
 
 
 @pytest.mark.slow
+@inference_rows
 def test_svi_runs_with_autoguides(case):
     _, y = _data(case)
     model = _inference_model(case, y)
