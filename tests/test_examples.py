@@ -30,6 +30,7 @@ EXPECTED_FIGURES = {
     "nile_local_level": {"nile_local_level.png", "nile_local_level_trace.png"},
     "stochastic_volatility": {"stochastic_volatility.png", "stochastic_volatility_trace.png"},
     "geyser": {"geyser_dwell_times.png", "geyser_states.png"},
+    "pendulum": {"pendulum.png", "pendulum_posterior.png"},
     "gnp_markov_switching": {"gnp_recessions.png", "gnp_posterior.png", "gnp_forecast.png"},
     "keypoint_slds": {
         "keypoint_slds_ethogram.png",
