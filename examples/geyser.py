@@ -39,7 +39,7 @@ The latent path is summed out exactly by both, so NUTS sees the parameters only.
   segmentation (``posterior_latents``), ``geyser_states.png``.
 
 Environment variables:
-    NUMPYRO_SSM_FAST=1        a quick run (1 chain, 100 warmup, 100 samples, trees of depth
+    NUMPYRO_SSM_FAST=1        a quick run (1 chain, 50 warmup, 50 samples, trees of depth
                               6 at most), used by the tests.
     NUMPYRO_SSM_OUTDIR=DIR    where to write the figures (default: current directory).
 
@@ -53,8 +53,8 @@ from pathlib import Path
 
 FAST = os.environ.get("NUMPYRO_SSM_FAST", "0") not in ("", "0")
 NUM_CHAINS = 1 if FAST else 4
-NUM_WARMUP = 100 if FAST else 1000
-NUM_SAMPLES = 100 if FAST else 1000
+NUM_WARMUP = 50 if FAST else 1000
+NUM_SAMPLES = 50 if FAST else 1000
 MAX_DURATION = 30  # the longest run of one eruption type the HSMM allows (the data's is 8)
 SHOWN_DURATIONS = 10
 

@@ -18,7 +18,7 @@ which ``mean_switching_autoregression`` writes as an ``AutoregressiveHMM`` over 
   draws, and its mean and variance are exact mixtures over the regime paths.
 
 Environment variables:
-    NUMPYRO_SSM_FAST=1        a quick run (1 chain, 100 warmup, 100 samples), used by the tests.
+    NUMPYRO_SSM_FAST=1        a quick run (1 chain, 60 warmup, 60 samples), used by the tests.
     NUMPYRO_SSM_OUTDIR=DIR    where to write ``gnp_recessions.png``, ``gnp_posterior.png`` and
                               ``gnp_forecast.png`` (default: current directory).
 
@@ -30,8 +30,8 @@ from pathlib import Path
 
 FAST = os.environ.get("NUMPYRO_SSM_FAST", "0") not in ("", "0")
 NUM_CHAINS = 1 if FAST else 2
-NUM_WARMUP = 100 if FAST else 500
-NUM_SAMPLES = 100 if FAST else 500
+NUM_WARMUP = 60 if FAST else 500
+NUM_SAMPLES = 60 if FAST else 500
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
