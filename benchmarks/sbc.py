@@ -30,6 +30,10 @@ of Säilynoja, Bürkner & Vehtari 2022) and plotted (``docs/_static/sbc/<model>.
   coefficient and state scale), T = 50, fitted through ``GeneralizedGaussianSSM``'s
   conditional-moments filter (``"ghkf"``): an *approximate* likelihood checked against the
   exact simulator, so non-uniform ranks measure the approximation (docs/calibration.md).
+- ``sts_level_seasonal``: a structural model (``numpyro_ssm.sts``): local level plus a quarterly
+  dummy seasonal (both with an exact diffuse start: four diffuse states) plus noise, the three
+  scales unknown, T = 48. ``sample`` starts the diffuse states at their ``initial_mean``; the
+  diffuse likelihood does not depend on that start, so the ranks must be uniform.
 
 Typical use (results to docs/_static/sbc/, a markdown table on stdout)::
 
@@ -60,6 +64,7 @@ from numpyro_ssm import (  # noqa: E402
     LinearGaussianSSM,
     ParticleSSM,
     StickyDirichlet,
+    sts,
 )
 from numpyro_ssm.infer import (  # noqa: E402
     plot_sbc_ranks,
@@ -74,6 +79,7 @@ HMM_MASK = (np.arange(HMM_STEPS) % 7 != 6) & (np.arange(HMM_STEPS) < HMM_STEPS -
 LG_STEPS = 50
 LG_MASK = np.random.default_rng(0).uniform(size=(LG_STEPS, 2)) > 0.2
 SWITCHING_STEPS = 40
+STS_STEPS = 48
 LOADINGS = jnp.array([[1.0, 0.0], [0.5, 1.0]])
 SV_STEPS = 100
 PMMH_STEPS = 5  # a PMMH step mixes far less than a NUTS transition
@@ -223,6 +229,18 @@ def poisson_lds_cmgf(y=None):
     numpyro.sample("y", ssm, obs=y)
 
 
+def sts_level_seasonal(y=None):
+    level = numpyro.sample("level_scale", dist.HalfNormal(0.5))
+    drift = numpyro.sample("seasonal_scale", dist.HalfNormal(0.3))
+    noise = numpyro.sample("noise_scale", dist.HalfNormal(1.0))
+    structure = (
+        sts.local_level(level, initial_mean=10.0)
+        + sts.seasonal(4, drift, initial_mean=jnp.array([1.0, -0.5, 0.5]))
+        + sts.irregular(noise)
+    )
+    numpyro.sample("y", structure.distribution(STS_STEPS), obs=y)
+
+
 MODELS = {
     "hmm_poisson": hmm_poisson,
     "hmm_gaussian": hmm_gaussian,
@@ -232,6 +250,7 @@ MODELS = {
     "hsmm_poisson": hsmm_poisson,
     "switching_ar": switching_ar,
     "poisson_lds_cmgf": poisson_lds_cmgf,
+    "sts_level_seasonal": sts_level_seasonal,
 }
 PARTICLE_MODELS = {"sv_particle"}
 

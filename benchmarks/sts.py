@@ -15,8 +15,16 @@ Printed: each one's log-likelihood, the median time of one compiled evaluation o
 of value-and-gradient (JAX) or of the value (statsmodels), and the ratios to ours, with the load
 average (these machines are shared: the ratios, measured side by side, are what carries over).
 Run ``python -m benchmarks.sts``.
+
+``--nuts``: NumPyro NUTS on the example's model (HalfNormal priors on the four scales), once
+with our distribution as the observed site and once with the same priors and ``tfp.sts``'s
+``log_prob`` in a ``numpyro.factor`` (its proper initial prior, the only start ``tfp.sts``
+has). The runs alternate, ``--repeats`` times each, one chain of ``--warmup`` + ``--samples``
+steps with its own seed per repeat; printed per run: wall time (compilation excluded: a first
+run of each compiles), the smallest bulk ESS over the four scales, and ESS per second.
 """
 
+import argparse
 import os
 import time
 
@@ -74,7 +82,87 @@ def tfp_sts(y):
     return log_lik
 
 
+def _priors():
+    import numpyro
+    import numpyro.distributions as dist
+
+    return jnp.stack(
+        [
+            numpyro.sample("level_scale", dist.HalfNormal(0.5)),
+            numpyro.sample("slope_scale", dist.HalfNormal(0.05)),
+            numpyro.sample("seasonal_scale", dist.HalfNormal(0.1)),
+            numpyro.sample("noise_scale", dist.HalfNormal(1.0)),
+        ]
+    )
+
+
+def nuts_models(y):
+    """``{"ours": model, "tfp_sts": model}``: the same priors, the two likelihoods."""
+    import numpyro
+
+    T = y.shape[0]
+    tfp_log_lik = tfp_sts(y)
+
+    def model_ours():
+        level, slope, season, noise = _priors()
+        structure = (
+            sts.local_linear_trend(level, slope) + sts.seasonal(12, season) + sts.irregular(noise)
+        )
+        numpyro.sample("y", structure.distribution(T), obs=y)
+
+    def model_tfp():
+        numpyro.factor("y", tfp_log_lik(_priors()))
+
+    return {"ours": model_ours, "tfp_sts": model_tfp}
+
+
+def nuts(args):
+    from numpyro.diagnostics import effective_sample_size
+    from numpyro.infer import MCMC, NUTS
+
+    y = jnp.asarray(load_co2().ppm[:, None])
+    models = nuts_models(y)
+    runs = {name: [] for name in models}
+    mcmcs = {
+        name: MCMC(NUTS(m), num_warmup=args.warmup, num_samples=args.samples, progress_bar=False)
+        for name, m in models.items()
+    }
+    for mcmc in mcmcs.values():  # compile (warmup and sampling programs) outside the timing
+        mcmc.run(jax.random.key(100))
+    print(f"CO2 monthly NUTS, T = {len(y)}, {args.warmup} + {args.samples} steps, 1 chain")
+    print("| run | likelihood | seconds | min bulk ESS | ESS / s | divergences | load |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for r in range(args.repeats):
+        for name, mcmc in mcmcs.items():
+            start = time.perf_counter()
+            mcmc.run(jax.random.key(r))
+            draws = mcmc.get_samples(group_by_chain=True)
+            jax.block_until_ready(draws)
+            seconds = time.perf_counter() - start
+            ess = min(float(effective_sample_size(np.asarray(v))) for v in draws.values())
+            divergences = int(np.sum(mcmc.get_extra_fields()["diverging"]))
+            runs[name].append(ess / seconds)
+            print(
+                f"| {r} | {name} | {seconds:.1f} | {ess:.0f} | {ess / seconds:.1f} | "
+                f"{divergences} | {os.getloadavg()[0]:.1f} |",
+                flush=True,
+            )
+    ours_rate, tfp_rate = np.median(runs["ours"]), np.median(runs["tfp_sts"])
+    print(
+        f"median ESS/s: ours {ours_rate:.1f}, tfp.sts {tfp_rate:.1f}, "
+        f"ratio {ours_rate / tfp_rate:.2f}"
+    )
+
+
 def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nuts", action="store_true", help="NUTS ESS per second (see above)")
+    parser.add_argument("--warmup", type=int, default=500)
+    parser.add_argument("--samples", type=int, default=500)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    if args.nuts:
+        return nuts(args)
     y = load_co2().ppm[:, None]
     scales = jnp.asarray(
         [SCALES["level"], SCALES["slope"], SCALES["seasonal"], SCALES["noise"]], jnp.float64
