@@ -557,11 +557,12 @@ def _inference_model(case, y, parallel=False):
     return model
 
 
-# NUTS and AutoNormal run on one row per family, the one with the most features (batch, mask,
-# time-varying parameters, iterations): what they see of a row is its log density and its
-# gradient through the constraints' transforms, which the gradient test above checks on every
-# row, and each run is mostly compilation. HMC and AutoMultivariateNormal add nothing per row
-# that NUTS and AutoNormal do not (the same potential, the same ELBO): one HMM and one LGSSM row.
+# NUTS and AutoNormal run on one row per family, a row with a batch, a mask, time-varying
+# parameters or iterations where the family has one: what they see of a row is its log density
+# and its gradient through the constraints' transforms, which the gradient test above checks on
+# every row, and each run is mostly compilation. HMC and AutoMultivariateNormal add nothing per
+# row that NUTS and AutoNormal do not (the same potential, the same ELBO): one HMM and one LGSSM
+# row.
 INFERENCE_ROWS = (
     "hmm-normal-time-varying",
     "lgssm-time-varying-masked",
