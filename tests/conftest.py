@@ -32,10 +32,9 @@ jax.config.update("jax_enable_x64", True)
 
 # Clear JAX's caches when the process holds more memory mappings than this (Linux only). A clear
 # costs its teardown (5 to 12 s of unmapping) and the recompilation of whatever the worker's
-# next tests share; at 20 000 a full run cleared 18 times (126 s of teardowns). 40 000 still
-# leaves 25 000 mappings of headroom, six times what the heaviest tests add (about 4 000: SVI and
-# NUTS over the iterated nonlinear and time-varying LGSSM rows of test_contract.py).
-MAX_MAPPINGS = 40_000
+# next tests share: a full run clears 18 times (126 s of teardowns). The threshold stays here
+# for memory: a worker holds 5 to 6 GB at 22 000 mappings, and CI runs two of them.
+MAX_MAPPINGS = 20_000
 
 
 def _mappings():
