@@ -189,7 +189,8 @@ def test_padding_and_vmap_over_sequences(lgssm):
     alone = filt(key, params=params, observations=short)
     in_pad = filt(key, params=params, observations=padded, obs_mask=mask)
     np.testing.assert_array_equal(alone.log_marginal, in_pad.log_marginal)
-    np.testing.assert_array_equal(alone.particles, in_pad.particles[:13])
+    # two programs (13 and 20 steps): XLA may round an operation differently in each (1 ulp)
+    np.testing.assert_allclose(alone.particles, in_pad.particles[:13], rtol=1e-13, atol=1e-15)
     batch = jax.vmap(lambda k, yy, m: filt(k, params=params, observations=yy, obs_mask=m))(
         jnp.stack([key, key]), jnp.stack([padded, y]), jnp.stack([mask, jnp.ones(20, bool)])
     )
