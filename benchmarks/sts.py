@@ -21,7 +21,10 @@ with our distribution as the observed site and once with the same priors and ``t
 ``log_prob`` in a ``numpyro.factor`` (its proper initial prior, the only start ``tfp.sts``
 has). The runs alternate, ``--repeats`` times each, one chain of ``--warmup`` + ``--samples``
 steps with its own seed per repeat; printed per run: wall time (compilation excluded: a first
-run of each compiles), the smallest bulk ESS over the four scales, and ESS per second.
+run of each compiles), the smallest bulk ESS over the four scales, ESS per second, the mean
+number of leapfrog steps per draw in warmup and in sampling, and the wall time per leapfrog step
+(one value and gradient of the log density), which splits ESS per second into the sampler's
+path length and the cost of one gradient.
 """
 
 import argparse
@@ -127,24 +130,37 @@ def nuts(args):
         name: MCMC(NUTS(m), num_warmup=args.warmup, num_samples=args.samples, progress_bar=False)
         for name, m in models.items()
     }
+
+    def one_run(mcmc, key):
+        """Warmup then sampling, timed; leapfrog steps of each phase from ``num_steps``."""
+        start = time.perf_counter()
+        mcmc.warmup(key, extra_fields=("num_steps",), collect_warmup=True)
+        warmup_steps = np.asarray(mcmc.get_extra_fields()["num_steps"])
+        mcmc.run(key, extra_fields=("num_steps", "diverging"))
+        draws = mcmc.get_samples(group_by_chain=True)
+        jax.block_until_ready(draws)
+        seconds = time.perf_counter() - start
+        fields = mcmc.get_extra_fields()
+        return seconds, draws, warmup_steps, np.asarray(fields["num_steps"]), fields["diverging"]
+
     for mcmc in mcmcs.values():  # compile (warmup and sampling programs) outside the timing
-        mcmc.run(jax.random.key(100))
+        one_run(mcmc, jax.random.key(100))
     print(f"CO2 monthly NUTS, T = {len(y)}, {args.warmup} + {args.samples} steps, 1 chain")
-    print("| run | likelihood | seconds | min bulk ESS | ESS / s | divergences | load |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print(
+        "| run | likelihood | seconds | min bulk ESS | ESS / s | divergences | leapfrog steps "
+        "per draw (warmup / sampling) | µs per leapfrog step | load |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in range(args.repeats):
         for name, mcmc in mcmcs.items():
-            start = time.perf_counter()
-            mcmc.run(jax.random.key(r))
-            draws = mcmc.get_samples(group_by_chain=True)
-            jax.block_until_ready(draws)
-            seconds = time.perf_counter() - start
+            seconds, draws, warmup_steps, steps, diverging = one_run(mcmc, jax.random.key(r))
             ess = min(float(effective_sample_size(np.asarray(v))) for v in draws.values())
-            divergences = int(np.sum(mcmc.get_extra_fields()["diverging"]))
+            per_step = 1e6 * seconds / (warmup_steps.sum() + steps.sum())
             runs[name].append(ess / seconds)
             print(
-                f"| {r} | {name} | {seconds:.1f} | {ess:.0f} | {ess / seconds:.1f} | "
-                f"{divergences} | {os.getloadavg()[0]:.1f} |",
+                f"| {r} | {name} | {seconds:.1f} | {ess:.0f} | {ess / seconds:.2f} | "
+                f"{int(np.sum(diverging))} | {warmup_steps.mean():.1f} / {steps.mean():.1f} | "
+                f"{per_step:.0f} | {os.getloadavg()[0]:.1f} |",
                 flush=True,
             )
     ours_rate, tfp_rate = np.median(runs["ours"]), np.median(runs["tfp_sts"])

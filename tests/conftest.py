@@ -14,23 +14,41 @@ Compilation, not execution, is most of the suite's time (small shapes, thousands
 the tests ask XLA's CPU backend for its cheapest code generation (LLVM without its expensive
 passes) and its older element-wise emitters instead of the MLIR fusion emitters, unless
 ``XLA_FLAGS`` is already set. The first two flags make compile-bound tests about a third faster;
-the third takes another 40 % off them (three contract tests: 67 s to 41 s) and about 20 % off the
-run-bound ones (the CMGF SBC test 82 s to 69 s, a float32 T = 100 000 gradient 42 s to 29 s).
+the third (where this jaxlib has it: a probe at start-up; jaxlib 0.12 has not) takes another
+40 % off them (three contract tests: 67 s to 41 s) and about 20 % off the run-bound ones (the
+CMGF SBC test 82 s to 69 s, a float32 T = 100 000 gradient 42 s to 29 s).
 They change how the code is generated, not what it computes (XLA's CPU fast-math stays off, so no
 reassociation). The examples, run as subprocesses by tests/test_examples.py, inherit them.
 """
 
 import gc
 import os
+import subprocess
+import sys
 
-os.environ.setdefault(
-    "XLA_FLAGS",
-    "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
-    " --xla_cpu_use_fusion_emitters=false",
-)
+import pytest
+
+CHEAP_CODEGEN = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+# not in every XLA (gone from jaxlib 0.12, where the fusion emitters are the only ones)
+OLD_EMITTERS = "--xla_cpu_use_fusion_emitters=false"
+
+
+def _xla_accepts(flags):
+    """Whether this jaxlib starts with ``flags`` (XLA aborts on a flag it does not know)."""
+    probe = subprocess.run(
+        [sys.executable, "-c", "import jax; jax.numpy.zeros(1).block_until_ready()"],
+        env={**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"},
+        capture_output=True,
+    )
+    return probe.returncode == 0
+
+
+# Set once, in pytest's first process: its xdist workers and the examples inherit the variable.
+if "XLA_FLAGS" not in os.environ:
+    with_old = f"{CHEAP_CODEGEN} {OLD_EMITTERS}"
+    os.environ["XLA_FLAGS"] = with_old if _xla_accepts(with_old) else CHEAP_CODEGEN
 
 import jax  # noqa: E402  (after XLA_FLAGS: the backend reads them when it starts)
-import pytest
 
 jax.config.update("jax_enable_x64", True)
 

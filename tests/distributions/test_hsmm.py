@@ -195,6 +195,7 @@ DRAWS = {
 }  # (chains, draws, K)
 
 
+@pytest.mark.arviz
 def test_infer_entry_points():
     y = jnp.asarray(Y)
     flat = {k: v[0] for k, v in DRAWS.items()}

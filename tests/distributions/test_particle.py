@@ -226,6 +226,7 @@ def test_bad_input_names_the_argument():
         make(obs_mask=jnp.ones((T, 2), bool), emission=mvn)
 
 
+@pytest.mark.arviz
 def test_infer_reaches_the_filter_with_a_key():
     def model(y):
         phi = numpyro.sample("phi", dist.Uniform(0, 1))

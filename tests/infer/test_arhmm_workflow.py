@@ -65,6 +65,7 @@ def test_posterior_latents_and_pointwise_log_likelihood():
         close(np.nansum(loglik[i]), direct(i).log_prob(Y))
 
 
+@pytest.mark.arviz
 def test_to_inference_data_and_forecast():
     samples = {k: v[None] for k, v in DRAWS.items()}
     idata = infer.to_inference_data(

@@ -58,6 +58,7 @@ def test_lgssm_forecast_pools_per_draw_moments():
     assert res.means.shape == (3, 4, 1) and res.prob == 0.8
 
 
+@pytest.mark.arviz
 def test_hmm_forecast_with_predictive_draws_and_xarray():
     draws = {"rates": jnp.array([[2.0, 9.0], [1.5, 10.0]])}
     res = forecast(hmm_model, draws, COUNTS, num_steps=3)["y"]

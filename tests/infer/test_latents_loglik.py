@@ -71,6 +71,7 @@ def test_latents_with_all_draws_equal_match_the_helpers(chunk_size):
     close(mode, np.broadcast_to(hmm.posterior_mode(Y), (5, T)))
 
 
+@pytest.mark.arviz
 def test_latents_per_draw_and_chains_by_draws():
     samples = rate_draws((2, 3))  # (chains, draws, K)
     out = posterior_latents(hmm_model, samples, Y, batch_ndims=2)["y"]
@@ -105,6 +106,7 @@ def test_latents_plate_keeps_series_axis():
     close(out[1, 1], true_hmm(samples["rates"][1]).smooth(y[1]).smoothed_probs)
 
 
+@pytest.mark.arviz
 def test_latents_as_xarray_has_named_dims_and_coords():
     y = np.stack([Y, Y[::-1]])
     years = np.arange(1900, 1900 + T)
@@ -147,6 +149,7 @@ def test_pointwise_log_likelihood_sums_to_log_prob_and_masks_are_nan():
         close(np.nansum(ll[d]), lp)
 
 
+@pytest.mark.arviz
 def test_pointwise_log_likelihood_plate():
     y = np.stack([Y, Y[::-1], Y + 1])
     samples = rate_draws((2, 2))
@@ -165,6 +168,7 @@ def test_pointwise_log_likelihood_plate():
 # -- to_inference_data ---------------------------------------------------------------------------
 
 
+@pytest.mark.arviz
 def test_inference_data_groups_dims_coords_and_loo():
     y = np.stack([Y, Y[::-1]])
     samples = rate_draws((2, 15))  # ArviZ 1.x PSIS needs >= 25 draws
@@ -200,6 +204,7 @@ def test_inference_data_groups_dims_coords_and_loo():
     assert np.isfinite(waic_elpd(idata))
 
 
+@pytest.mark.arviz
 def test_inference_data_drops_masked_steps():
     samples = rate_draws((1, 30))
     years = np.arange(1950, 1950 + T)
@@ -286,6 +291,7 @@ def test_lgssm_latents_and_log_likelihood():
         close(np.nansum(ll[i]), ssm(i).log_prob(y))
 
 
+@pytest.mark.arviz
 def test_lgssm_inference_data():
     rng = np.random.default_rng(4)
     y = rng.normal(size=(T, 1))

@@ -106,6 +106,7 @@ def exact_posterior_fit(y, num_draws):
 # -- the building blocks --------------------------------------------------------------------------
 
 
+@pytest.mark.arviz
 def test_psis_log_weights_matches_arviz():
     rng = np.random.default_rng(0)
     for num_draws, scale in [(30, 0.5), (200, 1.0), (1000, 3.0)]:

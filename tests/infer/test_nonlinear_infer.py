@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
+import pytest
 
 from numpyro_ssm import GeneralizedGaussianSSM, NonlinearGaussianSSM, infer
 
@@ -81,6 +82,7 @@ def test_posterior_latents_and_log_likelihood():
     assert np.all(np.isfinite(paths))
 
 
+@pytest.mark.arviz
 def test_to_inference_data_and_forecast():
     samples = {"a": A_DRAWS[None]}  # (chains=1, draws=3)
     idata = infer.to_inference_data(samples, model, Y, latents=["smooth"])

@@ -9,6 +9,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 SCRIPT = textwrap.dedent(
     """
     import warnings
@@ -71,8 +73,11 @@ SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.arviz
 def test_parallel_chains_with_hmm_and_lgssm():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    # emulated devices, with the code generation flags of tests/conftest.py
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2"
+    env = dict(os.environ, XLA_FLAGS=flags)
     env["JAX_PLATFORMS"] = "cpu"
     out = subprocess.run(
         [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300

@@ -161,6 +161,7 @@ def test_infer_names_no_model_class():
         assert "is_hmm" not in source, path
 
 
+@pytest.mark.arviz
 def test_posterior_latents_all_methods():
     smooth = infer.posterior_latents(model, DRAWS, Y)["y"]
     mode = infer.posterior_latents(model, DRAWS, Y, method="mode")["y"]
@@ -184,6 +185,7 @@ def test_pointwise_log_likelihood():
         close(loglik[i], expected)
 
 
+@pytest.mark.arviz
 def test_to_inference_data_one_pass_per_draw():
     samples = {k: v[None] for k, v in DRAWS.items()}  # (chains=1, draws=3, ...)
     IIDMixture.calls.update(latents=0, filter=0)
@@ -218,6 +220,7 @@ def test_posterior_latents_compiles_once():
     close(out[0], direct(2).smooth(Y))
 
 
+@pytest.mark.arviz
 def test_run_blackjax_and_mcmc_inference_data():
     pytest.importorskip("blackjax")
     result = infer.run_blackjax(model, Y, key=jax.random.key(3), num_warmup=60, num_samples=40)
@@ -238,6 +241,7 @@ def test_lfo_with_a_fixed_posterior():
     close(psis.elpd, out.elpd)
 
 
+@pytest.mark.arviz
 def test_forecast_law_of_total_variance():
     res = infer.forecast(model, DRAWS, Y, num_steps=3)["y"]
     means = np.stack([np.asarray(direct(i).forecast(Y, 3).mean) for i in range(3)])
@@ -281,7 +285,9 @@ SHARDED = textwrap.dedent(
 
 
 def test_sharded_plate_equals_unsharded():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    # emulated devices, with the code generation flags of tests/conftest.py
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=4"
+    env = dict(os.environ, XLA_FLAGS=flags)
     env["JAX_PLATFORMS"] = "cpu"
     env["PYTHONPATH"] = os.pathsep.join([str(INFER_DIR.parents[1]), env.get("PYTHONPATH", "")])
     out = subprocess.run(

@@ -5,12 +5,15 @@ local level model, and on a family whose ``sample`` disagrees with its ``log_pro
 bug that SBC must catch); its ``posterior_fn`` path runs on a conjugate model (fast).
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
 import pytest
+from numpyro.infer import init_to_median
 from oracles import ecdf_min_tail_statistic, uniform_rank_sets
 from scipy import stats
 
@@ -209,13 +212,24 @@ class ScaledSampleSSM(LinearGaussianSSM):
 
 @pytest.mark.slow
 def test_run_sbc_catches_a_sample_log_prob_mismatch():
+    started = set()
+
+    def median_start(site=None):  # the chains start where init_strategy says
+        if site is None:  # NumPyro's convention: called without a site, return a partial
+            return functools.partial(median_start)
+        if site["type"] == "sample" and not site["is_observed"]:
+            started.add(site["name"])
+        return init_to_median(site)
+
     result = run_sbc(
         jax.random.key(2),
         local_level,
         num_replications=24,
         ssm_class=ScaledSampleSSM,
+        init_strategy=median_start,
         **NUTS_SETTINGS,
     )
+    assert started == {"sigma", "level"}
     sigma = sbc_summary(result)["sigma"]
     assert sigma.ecdf_pvalue < 1e-4, sigma
     # the data look twice as noisy as sigma says: the posterior sits above the truth

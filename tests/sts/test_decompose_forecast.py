@@ -21,6 +21,9 @@ DRAWS = {
     "beta": np.array([2.0, 1.5]),
 }
 
+# every test here reaches xarray (the decomposition) or matplotlib: rerun on ArviZ 1.x
+pytestmark = pytest.mark.arviz
+
 
 def model(y, X):
     level = numpyro.sample("level_scale", dist.HalfNormal(1.0))

@@ -114,7 +114,7 @@ def _nuts_fn(conditioned, template, params, settings):
         start, _ = find_valid_initial_params(
             init_key,
             conditioned,
-            init_strategy=init_to_uniform,
+            init_strategy=settings["init_strategy"],
             model_args=(data,),
             prototype_params=prototype,
         )
@@ -185,6 +185,7 @@ def run_sbc(
     target_accept_prob: float = 0.8,
     max_tree_depth: int = 10,
     dense_mass: bool = False,
+    init_strategy: Callable = init_to_uniform,
     posterior_fn: Callable | None = None,
     **model_kwargs,
 ) -> SBCResult:
@@ -217,7 +218,7 @@ def run_sbc(
     estimate (PMMH), pass ``posterior_fn`` with the sampler that matches it.
 
     **Fits.** NumPyro's NUTS (``numpyro.infer.hmc.hmc``, windowed adaptation of the step size
-    and the mass matrix over ``num_warmup`` steps, starts drawn as ``init_to_uniform``) runs
+    and the mass matrix over ``num_warmup`` steps, starts from ``init_strategy``) runs
     ``num_chains`` chains per replication; chains and replications are vectorized with
     ``jax.vmap`` and compiled once for all batches of ``batch_size`` replications (the last
     batch is padded). Draws are thinned by ``thinning`` to reduce their autocorrelation, which
@@ -240,6 +241,9 @@ def run_sbc(
         target_accept_prob: NUTS's adaptation target.
         max_tree_depth: NUTS's maximal tree depth.
         dense_mass: a dense mass matrix instead of a diagonal one.
+        init_strategy: a NumPyro init strategy for the chains' starts (default
+            ``init_to_uniform``; ``init_to_median`` keeps chains out of the far tails, where an
+            approximate likelihood can have spurious modes).
         posterior_fn: instead of NUTS, a pure function ``(key, data) -> draws`` with ``data`` a
             dict data site -> value and ``draws`` a dict parameter site -> ``(S,) + shape``
             array of posterior draws; it is ``vmap``-ed and jitted like NUTS.
@@ -286,6 +290,7 @@ def run_sbc(
             target_accept_prob=target_accept_prob,
             max_tree_depth=max_tree_depth,
             dense_mass=dense_mass,
+            init_strategy=init_strategy,
         )
         template = {name: v[0] for name, v in simulated.items()}
         fit = _nuts_fn(conditioned, template, params, settings)
