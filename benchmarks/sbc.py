@@ -31,9 +31,10 @@ of Säilynoja, Bürkner & Vehtari 2022) and plotted (``docs/_static/sbc/<model>.
   conditional-moments filter (``"ghkf"``): an *approximate* likelihood checked against the
   exact simulator, so non-uniform ranks measure the approximation (docs/calibration.md).
 - ``poisson_lds_cmgf_moderate``: the same model with a prior on the log-rate's *stationary*
-  scale, HalfNormal(0.3) (95 % below 0.59), where the conditional-moments likelihood is within
-  about a nat of the exact one, and chains started at the prior median: whether the
-  approximation is calibrated where it is meant to be used.
+  scale, HalfNormal(0.3) (95 % below 0.59), and chains started at the prior median: whether
+  the approximation is calibrated where it is meant to be used. Against an 801-point grid
+  filter on 8 data sets per scale (T = 50), the conditional-moments log-likelihood is off by at
+  most 0.09 nats at a stationary scale of 0.3, 0.43 at 0.45, 1.2 at 0.6 and 3.7 at 0.9.
 - ``sts_level_seasonal``: a structural model (``numpyro_ssm.sts``): local level plus a quarterly
   dummy seasonal (both with an exact diffuse start: four diffuse states) plus noise, the three
   scales unknown, T = 48. ``sample`` starts the diffuse states at their ``initial_mean``; the
