@@ -4,12 +4,12 @@ Runs in a subprocess with 2 emulated CPU devices, because the device count is fi
 starts.
 """
 
-import os
 import subprocess
 import sys
 import textwrap
 
 import pytest
+from emulated_devices import emulated_devices_env
 
 SCRIPT = textwrap.dedent(
     """
@@ -75,10 +75,7 @@ SCRIPT = textwrap.dedent(
 
 @pytest.mark.arviz
 def test_parallel_chains_with_hmm_and_lgssm():
-    # emulated devices, with the code generation flags of tests/conftest.py
-    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2"
-    env = dict(os.environ, XLA_FLAGS=flags)
-    env["JAX_PLATFORMS"] = "cpu"
+    env = emulated_devices_env(2)
     out = subprocess.run(
         [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300
     )

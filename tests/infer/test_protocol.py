@@ -285,10 +285,10 @@ SHARDED = textwrap.dedent(
 
 
 def test_sharded_plate_equals_unsharded():
-    # emulated devices, with the code generation flags of tests/conftest.py
-    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=4"
-    env = dict(os.environ, XLA_FLAGS=flags)
-    env["JAX_PLATFORMS"] = "cpu"
+    # imported here: the subprocess imports this file without tests/ on its path
+    from emulated_devices import emulated_devices_env
+
+    env = emulated_devices_env(4)
     env["PYTHONPATH"] = os.pathsep.join([str(INFER_DIR.parents[1]), env.get("PYTHONPATH", "")])
     out = subprocess.run(
         [sys.executable, "-c", SHARDED, __file__],

@@ -11,6 +11,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+from emulated_devices import emulated_devices_env
+
 TESTS = Path(__file__).resolve().parents[2]
 
 SCRIPT = textwrap.dedent(
@@ -45,10 +47,7 @@ SCRIPT = textwrap.dedent(
 
 
 def test_sharded_particles_equal_unsharded():
-    # emulated devices, with the code generation flags of tests/conftest.py
-    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=4"
-    env = dict(os.environ, XLA_FLAGS=flags)
-    env["JAX_PLATFORMS"] = "cpu"
+    env = emulated_devices_env(4)
     env["PYTHONPATH"] = os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")])
     out = subprocess.run(
         [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600

@@ -3,10 +3,11 @@
 Runs in a subprocess, because the device count is fixed when JAX starts.
 """
 
-import os
 import subprocess
 import sys
 import textwrap
+
+from emulated_devices import emulated_devices_env
 
 SCRIPT = textwrap.dedent(
     """
@@ -81,10 +82,7 @@ SCRIPT = textwrap.dedent(
 
 
 def test_sharded_sweeps_and_likelihood_equal_unsharded():
-    # emulated devices, with the code generation flags of tests/conftest.py
-    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=4"
-    env = dict(os.environ, XLA_FLAGS=flags)
-    env["JAX_PLATFORMS"] = "cpu"
+    env = emulated_devices_env(4)
     out = subprocess.run(
         [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600
     )
