@@ -73,3 +73,13 @@ def _bounded_executable_cache():
     if _mappings() > MAX_MAPPINGS:
         jax.clear_caches()
         gc.collect()
+
+
+# The examples run first. xdist hands the collection out in order, so the last tests decide how
+# long one worker waits for the other at the end: the examples (subprocesses of 20 to 60 s,
+# collected last) left one worker idle for tens of seconds while the other finished them.
+RUN_FIRST = "tests/test_examples.py::"
+
+
+def pytest_collection_modifyitems(items):
+    items.sort(key=lambda item: not item.nodeid.startswith(RUN_FIRST))  # stable: order kept

@@ -57,6 +57,23 @@ Y[3] = np.nan  # a missing step
 DRAWS = {"a": A_DRAWS}
 
 
+@jax.jit
+def one_draw(a):
+    """The distribution's own methods at one draw (compiled once, called draw by draw)."""
+    d = _ssm(a)
+    post = d.smooth(Y)
+    forecast = d.forecast(Y, 3)
+    return dict(
+        means=post.smoothed_means,
+        covariances=post.smoothed_covariances,
+        mode=d.posterior_mode(Y),
+        increments=d.log_likelihood_increments(Y),
+        log_prob=d.log_prob(Y),
+        forecast_mean=forecast.mean,
+        forecast_variance=forecast.variance,
+    )
+
+
 def close(a, b, **kw):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), **{"rtol": 1e-10, **kw})
 
@@ -70,15 +87,14 @@ def test_posterior_latents_and_log_likelihood():
     assert mode.shape == (3, T, 1) and paths.shape == (3, T, 1)
     assert np.isnan(loglik[:, 3]).all()
     for i, a in enumerate(A_DRAWS):
-        d = _ssm(a)
-        post = d.smooth(Y)
-        close(smooth["means"][i], post.smoothed_means)
-        close(smooth["covariances"][i], post.smoothed_covariances)
-        close(mode[i], d.posterior_mode(Y), rtol=1e-8, atol=1e-8)
-        expected = np.array(d.log_likelihood_increments(Y))
+        own = one_draw(a)
+        close(smooth["means"][i], own["means"])
+        close(smooth["covariances"][i], own["covariances"])
+        close(mode[i], own["mode"], rtol=1e-8, atol=1e-8)
+        expected = np.array(own["increments"])
         expected[3] = np.nan
         close(loglik[i], expected)
-        close(np.nansum(loglik[i]), d.log_prob(Y))
+        close(np.nansum(loglik[i]), own["log_prob"])
     assert np.all(np.isfinite(paths))
 
 
@@ -88,11 +104,12 @@ def test_to_inference_data_and_forecast():
     idata = infer.to_inference_data(samples, model, Y, latents=["smooth"])
     ll = idata.log_likelihood["y"]
     assert ll.dims == ("chain", "draw", "time") and ll.sizes["time"] == T - 1  # missing dropped
-    close(ll.values[0, 1], np.delete(np.asarray(_ssm(A_DRAWS[1]).log_likelihood_increments(Y)), 3))
+    own = [one_draw(a) for a in A_DRAWS]
+    close(ll.values[0, 1], np.delete(np.asarray(own[1]["increments"]), 3))
 
     res = infer.forecast(model, DRAWS, Y, num_steps=3)["y"]
-    means = np.stack([np.asarray(_ssm(a).forecast(Y, 3).mean) for a in A_DRAWS])
-    variances = np.stack([np.asarray(_ssm(a).forecast(Y, 3).variance) for a in A_DRAWS])
+    means = np.stack([np.asarray(o["forecast_mean"]) for o in own])
+    variances = np.stack([np.asarray(o["forecast_variance"]) for o in own])
     close(res.mean, means.mean(0))
     close(res.variance, variances.mean(0) + means.var(0))
 

@@ -225,6 +225,7 @@ def test_run_sbc_catches_a_sample_log_prob_mismatch():
         jax.random.key(2),
         local_level,
         num_replications=24,
+        num_chains=1,
         ssm_class=ScaledSampleSSM,
         init_strategy=median_start,
         **NUTS_SETTINGS,
@@ -252,7 +253,12 @@ def masked_poisson_hmm(y=None, obs_mask=None):
 def test_run_sbc_masked_poisson_hmm_is_calibrated():
     mask = jnp.arange(30) % 7 != 3  # T = 30 from the mask; steps 3, 10, 17, 24 unobserved
     result = run_sbc(
-        jax.random.key(3), masked_poisson_hmm, num_replications=24, obs_mask=mask, **NUTS_SETTINGS
+        jax.random.key(3),
+        masked_poisson_hmm,
+        num_replications=24,
+        num_chains=1,
+        obs_mask=mask,
+        **NUTS_SETTINGS,
     )
     assert result.simulated["y"].shape == (24, 30)
     for label, test in sbc_summary(result).items():

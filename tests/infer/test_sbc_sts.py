@@ -34,10 +34,12 @@ def test_sts_local_level_with_diffuse_start_is_calibrated():
         batch_size=24,
         num_warmup=120,
         num_samples=150,
+        num_chains=1,
         thinning=3,
     )
-    assert set(result.ranks) == {"level_scale", "noise_scale"}
-    assert np.nanmax(result.max_rhat) < 1.3
+    assert set(result.ranks) == {"level_scale", "noise_scale"} and result.num_draws == 50
+    # the chains move: the thinned draws are not one repeated value
+    assert np.median(result.min_ess) > 10, result.min_ess
     # each p-value at level 1e-3 / 2 (two tests per parameter)
     for label, test in sbc_summary(result).items():
         assert test.chi2_pvalue > 1e-3 / 2 and test.ecdf_pvalue > 1e-3 / 2, (label, test)
