@@ -312,6 +312,7 @@ def run_one(name, args, outdir):
         "samples": settings["num_samples"],
         "thinning": settings["thinning"],
         "init": "median" if name in MEDIAN_START else "uniform",
+        "seed": args.seed,
         "seconds": round(seconds, 1),
         "load_average": os.getloadavg(),
         "divergent_replications": int(np.sum(result.num_divergent > 0)),
