@@ -20,7 +20,8 @@ from numpyro_ssm.infer import run_sbc, sbc_summary
 T, K, MAX_DURATION = 40, 2, 12
 MASK = np.arange(T) % 9 != 4  # steps 4, 13, 22, 31 unobserved
 SWITCH = jnp.array([[0.0, 1.0], [1.0, 0.0]])
-NUTS_SETTINGS = dict(num_replications=24, num_warmup=100, num_samples=150, thinning=3)
+# one chain: the replications, not the draws per replication, give a rank test its power
+NUTS_SETTINGS = dict(num_warmup=100, num_samples=150, num_chains=1, thinning=3)
 LEVEL = 1e-3  # each p-value of a calibrated run is rejected with probability LEVEL / 2
 
 
@@ -50,8 +51,7 @@ def poisson_hsmm(y=None, hsmm_class=DiscreteHSMM):
 
 @pytest.mark.slow
 def test_sbc_poisson_hsmm_is_calibrated():
-    # one chain: the replications, not the draws per replication, give the test its power
-    result = run_sbc(jax.random.key(0), poisson_hsmm, **{**NUTS_SETTINGS, "num_chains": 1})
+    result = run_sbc(jax.random.key(0), poisson_hsmm, num_replications=24, **NUTS_SETTINGS)
     assert result.simulated["y"].shape == (24, T) and result.num_draws == 50
     assert set(result.ranks) == {"low", "gap", "dwell"}
     for label, test in sbc_summary(result).items():
@@ -60,8 +60,13 @@ def test_sbc_poisson_hsmm_is_calibrated():
 
 @pytest.mark.slow
 def test_sbc_catches_segments_one_step_longer_than_log_prob_says():
-    settings = {**NUTS_SETTINGS, "num_replications": 32, "num_chains": 1}
-    planted = run_sbc(jax.random.key(0), poisson_hsmm, hsmm_class=LongerSegmentsHSMM, **settings)
+    planted = run_sbc(
+        jax.random.key(0),
+        poisson_hsmm,
+        hsmm_class=LongerSegmentsHSMM,
+        num_replications=32,
+        **NUTS_SETTINGS,
+    )
     dwell = sbc_summary(planted)["dwell"]
     assert dwell.ecdf_pvalue < 1e-4, dwell
     # the segments look longer than dwell says: the posterior sits above the truth, so the true
