@@ -25,6 +25,7 @@ over the peer's (below 1: ours is faster). Typical use::
 
     python benchmarks/switching.py --moseq-venv benchmarks/.venv-moseq
     python benchmarks/switching.py --quick --json out/switching.json
+    python benchmarks/switching.py --parts sweep --repeats 10   # the Gibbs sweep only
 """
 
 import argparse
@@ -287,6 +288,13 @@ def parse_args(argv=None):
     parser.add_argument("--markdown", action="store_true")
     parser.add_argument("--json")
     parser.add_argument("--quick", action="store_true", help="T = 1000, B = 2, 3 repeats")
+    parser.add_argument(
+        "--parts",
+        nargs="+",
+        choices=("log_prob", "sweep"),
+        default=("log_prob", "sweep"),
+        help="which comparisons to run (default: both)",
+    )
     args = parser.parse_args(argv)
     if args.moseq_venv is None and (HERE / ".venv-moseq" / "bin" / "python").exists():
         args.moseq_venv = str(HERE / ".venv-moseq")
@@ -305,7 +313,7 @@ def main(argv=None):
     warm_up_compiler()
     rows, ratios, records = [], [], []
     K, D, L = 10, 10, 3
-    for dtype in ("float64", "float32"):
+    for dtype in ("float64", "float32") if "log_prob" in args.parts else ():
         with precision(dtype):
             res = bench_log_prob(dtype, K, D, L, args.T, args)
         reference = res["serial"].get("log_marginal")
@@ -348,6 +356,9 @@ def main(argv=None):
                     )
     K, D, L = 20, 10, 1
     dtype = "float32"
+    if "sweep" not in args.parts:
+        finish(args, meta, rows, records, ratios)
+        return
     y = make_sweep_problem(K, D, args.B, args.T, seed=args.seed)
     case = f"{dtype} K={K} D={D} L={L} B={args.B} T={args.T}"
     with precision(dtype):
@@ -379,6 +390,10 @@ def main(argv=None):
                 "s",
             )
         )
+    finish(args, meta, rows, records, ratios)
+
+
+def finish(args, meta, rows, records, ratios):
     columns = (
         "what",
         "case",
