@@ -54,6 +54,35 @@ def _trend_smooth_seasonal(y):
     return ours, theirs
 
 
+def _trend_full_seasonal(y):
+    """All six harmonics of period 12: the last (at frequency pi) has one state in ours and two
+    in TFP's ``SmoothSeasonal``, whose sine state never reaches the observation."""
+    import tensorflow_probability.substrates.jax as tfp
+
+    tfd = tfp.distributions
+    theirs = [
+        tfp.sts.LocalLinearTrend(
+            observed_time_series=y,
+            initial_level_prior=tfd.Normal(np.float64(1), np.float64(2)),
+            initial_slope_prior=tfd.Normal(np.float64(0), np.float64(0.5)),
+        ),
+        tfp.sts.SmoothSeasonal(
+            period=12,
+            frequency_multipliers=[1, 2, 3, 4, 5, 6],
+            observed_time_series=y,
+            initial_state_prior=tfd.MultivariateNormalDiag(np.zeros(12), np.full(12, 1.5)),
+        ),
+    ]
+    ours = (
+        sts.local_linear_trend(
+            0.4, 0.1, initial_mean=np.array([1.0, 0.0]), initial_scale=np.array([2.0, 0.5])
+        )
+        + sts.seasonal(12, 0.05, form="trigonometric", initial_mean=0.0, initial_scale=1.5)
+        + sts.irregular(0.7)
+    )
+    return ours, theirs
+
+
 def _level_autoregressive(y):
     import tensorflow_probability.substrates.jax as tfp
 
@@ -79,7 +108,9 @@ def _level_autoregressive(y):
     return ours, theirs
 
 
-@pytest.mark.parametrize("build", [_trend_smooth_seasonal, _level_autoregressive])
+@pytest.mark.parametrize(
+    "build", [_trend_smooth_seasonal, _trend_full_seasonal, _level_autoregressive]
+)
 def test_log_likelihood_matches_tfp_sts(build):
     import tensorflow_probability.substrates.jax as tfp
 

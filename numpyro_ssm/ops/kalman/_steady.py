@@ -14,7 +14,7 @@ why it is fast.
 The serial filter takes this path for series of at least ``_MIN_STEPS`` steps
 (:func:`settles`).
 
-**Phase 1** runs the square-root step (``_update`` and ``_predict`` of
+**Phase 1** runs the square-root step (``_update_to_predict`` and ``_predict`` of
 :mod:`numpyro_ssm.ops.kalman._steps`) in chunks of ``_CHUNK`` steps inside a
 ``lax.while_loop``. It stops after the first chunk whose last step changed ``P`` by at most
 ``_SETTLE_ULPS`` units in the last place of its largest entry, and that lies past the last step
@@ -47,7 +47,7 @@ from numpyro_ssm.ops.kalman._steps import (
     _Filtered,
     _mT,
     _predict,
-    _update,
+    _update_to_predict,
 )
 from numpyro_ssm.ops.kalman.params import _Model
 from numpyro_ssm.ops.linalg import chol_logdet, solve_lower
@@ -85,7 +85,9 @@ def _settle(model: _Model, y, observed, keep_moments=False):
     def step(carry, inputs):
         # the carry keeps the step's input factor too, for the convergence check
         m, chol_P, _ = carry
-        m_f, chol_f, ll = _update(m, chol_P, H, chol_R, d, inputs["y"], inputs["observed"])
+        m_f, chol_f, ll = _update_to_predict(
+            m, chol_P, H, chol_R, d, inputs["y"], inputs["observed"]
+        )
         out = (m, chol_P, ll) if keep_moments else ll
         return (*_predict(F, chol_Q, b, m_f, chol_f), chol_P), out
 

@@ -100,6 +100,36 @@ def _update(m, chol_P, H, chol_R, d, y, observed):
     return m + matmul_small(cross, w), chol_f, _innovation_log_lik(chol_S, w, observed)
 
 
+def _update_to_predict(m, chol_P, H, chol_R, d, y, observed):
+    """:func:`_update` for a step whose filtered factor only feeds :func:`_predict`.
+
+    With one observation entry (``D = 1``) no triangularization is needed (Potter's square-root
+    update). With ``f = h U`` (``P = U Uᵀ``) and ``s² = |f|² + r²``, the filtered covariance is
+    ``U (I - f fᵀ / s²) Uᵀ = U (I - α f fᵀ)² Uᵀ`` for ``α = 1 / (s (s + r))``, so
+    ``U - α (U f) fᵀ`` is a square root of it: exact, ``O(S²)``, but not triangular. The
+    prediction's triangularization accepts any factor, so a filter that keeps only predicted
+    moments (the log-marginal passes) saves one triangularization a step. ``D > 1``:
+    :func:`_update` itself.
+
+    Returns:
+        ``(m_f, factor_f, log_lik)`` as :func:`_update`, ``factor_f`` square but (for
+        ``D = 1``) not triangular.
+    """
+    if H.shape[0] != 1:
+        return _update(m, chol_P, H, chol_R, d, y, observed)
+    H_m, chol_R_m, y_m = _masked_emission(H, chol_R, d, y, observed)
+    f = matmul_small(H_m, chol_P)[0]  # (S,)
+    r = jnp.abs(chol_R_m[0, 0])
+    s = jnp.sqrt(jnp.sum(f * f) + r * r)
+    safe_s = jnp.where(s > 0, s, 1.0)
+    w = (y_m[0] - jnp.sum(H_m[0] * m)) / safe_s  # the innovation over its scale
+    gain_dir = matmul_small(chol_P, f)  # U f = P hᵀ
+    alpha = jnp.where(s > 0, 1.0 / (safe_s * (safe_s + r)), 0.0)
+    factor_f = chol_P - (alpha * gain_dir)[:, None] * f[None, :]
+    log_lik = _innovation_log_lik(s[None, None], w[None], observed)
+    return m + gain_dir * (w / safe_s), factor_f, log_lik
+
+
 def _predict(F, chol_Q, b, m, chol_P):
     """``N(F m + b, F P Fᵀ + Q)`` in square-root form."""
     return matmul_small(F, m) + b, tria(jnp.concatenate([matmul_small(F, chol_P), chol_Q], axis=1))

@@ -4,7 +4,11 @@ r"""Kalman filtering: filtered and predicted moments, and the log-marginal with 
 ``parallel=False`` runs the sequential square-root filter: one ``lax.scan`` carries the
 predicted ``N(m_t, U_t U_tᵀ)``; step ``t`` conditions on ``y_t`` with one triangularization of
 ``[[H U, chol R], [U, 0]]`` (innovation factor, gain and filtered factor at once), adds
-``log p(y_t | y_{1:t-1})``, and predicts with one more, ``tria([F U_f, chol Q])``.
+``log p(y_t | y_{1:t-1})``, and predicts with one more, ``tria([F U_f, chol Q])``. The loop
+keeps only predicted moments (the filtered ones are recomputed after it, vectorized), so with
+one observation entry it conditions without the first triangularization: Potter's rank-one
+square-root update gives a factor of ``P_f`` that is square but not triangular, which the
+prediction's triangularization accepts (``_steps._update_to_predict``).
 ``parallel=True`` runs the associative scan of :mod:`numpyro_ssm.ops.kalman._associative`.
 The tests hold the two schedules equal.
 
@@ -25,7 +29,13 @@ from jax import lax
 from numpyro_ssm.ops.kalman._associative import _parallel_filter
 from numpyro_ssm.ops.kalman._gradient import log_marginal_jvp
 from numpyro_ssm.ops.kalman._steady import settles, steady_log_marginal, steady_predicted
-from numpyro_ssm.ops.kalman._steps import _covariance, _Filtered, _predict, _update
+from numpyro_ssm.ops.kalman._steps import (
+    _covariance,
+    _Filtered,
+    _predict,
+    _update,
+    _update_to_predict,
+)
 from numpyro_ssm.ops.kalman.params import (
     _EMISSION,
     _TRANSITION,
@@ -83,7 +93,8 @@ def _forward(model: _Model, y, observed, keep_moments):
     def step(carry, inputs):
         m, chol_P = carry
         emission = {**e_static, **{k: inputs[k] for k in e_varying}}
-        m_f, chol_f, log_lik = _update(
+        # only the predicted moments leave the loop: the filtered factor need not be triangular
+        m_f, chol_f, log_lik = _update_to_predict(
             m, chol_P, **emission, y=inputs["y"], observed=inputs["observed"]
         )
         transition = {**t_static, **{k: inputs[k] for k in t_varying}}
@@ -98,7 +109,7 @@ def _forward(model: _Model, y, observed, keep_moments):
     }
     (m, chol_P), out = lax.scan(step, (model.m0, model.chol_P0), inputs)
     last = {**e_static, **{k: v[T - 1] for k, v in e_varying.items()}}
-    _, _, log_lik = _update(m, chol_P, **last, y=y[T - 1], observed=observed[T - 1])
+    _, _, log_lik = _update_to_predict(m, chol_P, **last, y=y[T - 1], observed=observed[T - 1])
     if not keep_moments:
         return jnp.concatenate([out, log_lik[None]])
     return tuple(
