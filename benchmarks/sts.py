@@ -28,10 +28,10 @@ effective draw. ``--diffuse`` adds the example's model (ours only; a different p
 reference). The runs alternate, ``--repeats`` times each, one chain of ``--warmup`` +
 ``--samples`` steps with its own seed per repeat; printed per run: wall time without
 compilation (NumPyro traces and compiles its sampling loop again at every ``warmup`` and
-``run`` call, 8 to 13 s here; JAX's compile events measure it, printed in parentheses, and it is
-subtracted), the smallest bulk ESS over the four scales, ESS per second, the mean number of
-leapfrog steps per draw in warmup and in sampling, and the wall time per leapfrog step (one
-value and gradient of the log density).
+``run`` call; ``benchmarks._timing.CompileClock`` measures it from JAX's compile events,
+printed in parentheses, and it is subtracted), the smallest bulk ESS over the four scales,
+ESS per second, the mean number of leapfrog steps per draw in warmup and in sampling, and the
+wall time per leapfrog step (one value and gradient of the log density).
 """
 
 import argparse
@@ -45,6 +45,7 @@ jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from benchmarks._timing import CompileClock  # noqa: E402
 from numpyro_ssm import sts  # noqa: E402
 from numpyro_ssm.datasets import load_co2  # noqa: E402
 
@@ -194,27 +195,10 @@ def nuts_models(y, diffuse=False):
     return models
 
 
-_COMPILE_EVENTS = (
-    "/jax/core/compile/jaxpr_trace_duration",
-    "/jax/core/compile/jaxpr_to_mlir_module_duration",
-    "/jax/core/compile/backend_compile_duration",
-)
-
-
 def nuts(args):
     from numpyro.diagnostics import effective_sample_size
     from numpyro.infer import MCMC, NUTS
 
-    # NumPyro traces and compiles its sampling loop again at every warmup() and run() call
-    # (its collection transform is a new function each time), so compilation is measured with
-    # JAX's own events and taken out of the sampling time.
-    compiling = [0.0]
-
-    def on_event(name, seconds, **_):
-        if name in _COMPILE_EVENTS:
-            compiling[0] += seconds
-
-    jax.monitoring.register_event_duration_secs_listener(on_event)
     y = jnp.asarray(load_co2().ppm[:, None])
     models = nuts_models(y, diffuse=args.diffuse)
     runs = {name: [] for name in models}
@@ -226,17 +210,19 @@ def nuts(args):
     def one_run(mcmc, key):
         """Warmup then sampling, timed; leapfrog steps of each phase from ``num_steps``."""
         warmup_key, sample_key = jax.random.split(key)
-        compiling[0] = 0.0
-        start = time.perf_counter()
-        mcmc.warmup(warmup_key, extra_fields=("num_steps",), collect_warmup=True)
-        warmup_steps = np.asarray(mcmc.get_extra_fields()["num_steps"])
-        mcmc.run(sample_key, extra_fields=("num_steps", "diverging"))
-        draws = mcmc.get_samples(group_by_chain=True)
-        jax.block_until_ready(draws)
-        seconds = time.perf_counter() - start - compiling[0]
+        # NumPyro traces and compiles its sampling loop again at every warmup() and run() call
+        # (its collection transform is a new function each time): measured and taken out
+        with CompileClock() as clock:
+            start = time.perf_counter()
+            mcmc.warmup(warmup_key, extra_fields=("num_steps",), collect_warmup=True)
+            warmup_steps = np.asarray(mcmc.get_extra_fields()["num_steps"])
+            mcmc.run(sample_key, extra_fields=("num_steps", "diverging"))
+            draws = mcmc.get_samples(group_by_chain=True)
+            jax.block_until_ready(draws)
+            wall = time.perf_counter() - start
         fields = mcmc.get_extra_fields()
         steps = np.asarray(fields["num_steps"])
-        return seconds, compiling[0], draws, warmup_steps, steps, fields["diverging"]
+        return wall - clock.seconds, clock.seconds, draws, warmup_steps, steps, fields["diverging"]
 
     for mcmc in mcmcs.values():  # compile (warmup and sampling programs) outside the timing
         one_run(mcmc, jax.random.key(100))
