@@ -71,23 +71,16 @@ def tfp_default_start(y):
     return first, abs(first) + spread, spread
 
 
-def ours_diffuse(y):
-    """The example's model, exact diffuse start: ``scales -> log p(y)``."""
-
-    def log_lik(scales):
-        level, slope, season, noise = scales
-        model = (
-            sts.local_linear_trend(level, slope)
-            + sts.seasonal(PERIOD, season)
-            + sts.irregular(noise)
-        )
-        return model.distribution(y.shape[0]).log_prob(y)
-
-    return log_lik
+def example_structure(scales):
+    """The example's model (dummy seasonal, exact diffuse start) at ``scales``."""
+    level, slope, season, noise = scales
+    return (
+        sts.local_linear_trend(level, slope) + sts.seasonal(PERIOD, season) + sts.irregular(noise)
+    )
 
 
-def ours_tfp_model(y):
-    """TFP's model (module docstring) built from our components: ``scales -> log p(y)``."""
+def tfp_structure(y):
+    """``scales -> `` TFP's model (module docstring) built from our components, for ``y``."""
     first, level_sd, slope_sd = tfp_default_start(np.asarray(y[:, 0]))
 
     def structure(scales):
@@ -105,11 +98,12 @@ def ours_tfp_model(y):
             + sts.irregular(noise)
         )
 
-    def log_lik(scales):
-        return structure(scales).distribution(y.shape[0]).log_prob(y)
+    return structure
 
-    log_lik.structure = structure
-    return log_lik
+
+def ours(structure, y):
+    """``scales -> log p(y)`` of our distribution for ``structure(scales)``."""
+    return lambda scales: structure(scales).distribution(y.shape[0]).log_prob(y)
 
 
 def tfp_sts(y):
@@ -172,7 +166,7 @@ def nuts_models(y, diffuse=False):
 
     T = y.shape[0]
     tfp_log_lik = tfp_sts(y)
-    structure = ours_tfp_model(y).structure
+    structure = tfp_structure(y)
 
     def model_ours():
         numpyro.sample("y", structure(_priors()).distribution(T), obs=y)
@@ -181,13 +175,7 @@ def nuts_models(y, diffuse=False):
         numpyro.factor("y", tfp_log_lik(_priors()))
 
     def model_diffuse():
-        level, slope, season, noise = _priors()
-        example = (
-            sts.local_linear_trend(level, slope)
-            + sts.seasonal(PERIOD, season)
-            + sts.irregular(noise)
-        )
-        numpyro.sample("y", example.distribution(T), obs=y)
+        numpyro.sample("y", example_structure(_priors()).distribution(T), obs=y)
 
     models = {"ours": model_ours, "tfp_sts": model_tfp}
     if diffuse:
@@ -258,7 +246,9 @@ def _statsmodels(y, scales):
     """statsmodels' exact diffuse value of the example's model: ``(log-lik, seconds)``."""
     from statsmodels.tsa.statespace.structural import UnobservedComponents
 
-    mod = UnobservedComponents(y[:, 0], level="lltrend", seasonal=PERIOD, use_exact_diffuse=True)
+    mod = UnobservedComponents(
+        np.asarray(y[:, 0]), level="lltrend", seasonal=PERIOD, use_exact_diffuse=True
+    )
     level, slope, season, noise = (float(s) for s in scales)
     values = {
         "sigma2.irregular": noise**2,
@@ -280,7 +270,7 @@ def main():
     args = parser.parse_args()
     if args.nuts:
         return nuts(args)
-    y = load_co2().ppm[:, None]
+    y = jnp.asarray(load_co2().ppm[:, None])
     scales = jnp.asarray(
         [SCALES["level"], SCALES["slope"], SCALES["seasonal"], SCALES["noise"]], jnp.float64
     )
@@ -290,16 +280,15 @@ def main():
         f"{'v+grad (ms)':>12s} {'ratio':>6s}"
     )
     for label, pair in (
-        ("example", (("ours", ours_diffuse), ("statsmodels", None))),
-        ("tfp's", (("ours", ours_tfp_model), ("tfp.sts", tfp_sts))),
+        ("example", (("ours", ours(example_structure, y)), ("statsmodels", None))),
+        ("tfp's", (("ours", ours(tfp_structure(y), y)), ("tfp.sts", tfp_sts(y)))),
     ):
         base, first_ll = None, None
-        for name, make in pair:
-            if make is None:
+        for name, fn in pair:
+            if fn is None:
                 ll, t_value = _statsmodels(y, scales)
                 t_grad = float("nan")
             else:
-                fn = make(jnp.asarray(y))
                 ll = float(jax.jit(fn)(scales))
                 t_value = _median_time(jax.jit(fn), scales)
                 t_grad = _median_time(jax.jit(jax.value_and_grad(fn)), scales)

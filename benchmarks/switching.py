@@ -304,16 +304,10 @@ def parse_args(argv=None):
     return args
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    warnings.filterwarnings("ignore")
-    meta = machine_meta(EXTRA_VERSIONS)
-    for line in machine_lines(meta):
-        print(line)
-    warm_up_compiler()
-    rows, ratios, records = [], [], []
+def log_prob_rows(args, rows, records, ratios):
+    """Part 1 (``log_prob`` value+grad against dynamax): appends to the three lists."""
     K, D, L = 10, 10, 3
-    for dtype in ("float64", "float32") if "log_prob" in args.parts else ():
+    for dtype in ("float64", "float32"):
         with precision(dtype):
             res = bench_log_prob(dtype, K, D, L, args.T, args)
         reference = res["serial"].get("log_marginal")
@@ -354,11 +348,12 @@ def main(argv=None):
                             "µs/step",
                         )
                     )
+
+
+def sweep_rows(args, rows, records, ratios):
+    """Part 2 (one Gibbs sweep against jax-moseq): appends to the three lists."""
     K, D, L = 20, 10, 1
     dtype = "float32"
-    if "sweep" not in args.parts:
-        finish(args, meta, rows, records, ratios)
-        return
     y = make_sweep_problem(K, D, args.B, args.T, seed=args.seed)
     case = f"{dtype} K={K} D={D} L={L} B={args.B} T={args.T}"
     with precision(dtype):
@@ -390,10 +385,20 @@ def main(argv=None):
                 "s",
             )
         )
-    finish(args, meta, rows, records, ratios)
 
 
-def finish(args, meta, rows, records, ratios):
+def main(argv=None):
+    args = parse_args(argv)
+    warnings.filterwarnings("ignore")
+    meta = machine_meta(EXTRA_VERSIONS)
+    for line in machine_lines(meta):
+        print(line)
+    warm_up_compiler()
+    rows, ratios, records = [], [], []
+    if "log_prob" in args.parts:
+        log_prob_rows(args, rows, records, ratios)
+    if "sweep" in args.parts:
+        sweep_rows(args, rows, records, ratios)
     columns = (
         "what",
         "case",
