@@ -12,7 +12,14 @@ shaped this way").
 import jax
 import jax.numpy as jnp
 
-__all__ = ["householder_tria", "matmul_small", "matmul_stack", "sum_small", "unrolled_reduce"]
+__all__ = [
+    "householder_tria",
+    "householder_tria_and_q",
+    "matmul_small",
+    "matmul_stack",
+    "sum_small",
+    "unrolled_reduce",
+]
 
 # Sums over at most this many entries are unrolled into adds (:func:`sum_small`).
 UNROLL_MAX_TERMS = 4
@@ -113,10 +120,47 @@ def householder_tria(a):
     Returns:
         Shape ``(..., n, n)``, with a non-negative diagonal.
     """
-    a = jnp.asarray(a)
+    a = _pad_to_square(jnp.asarray(a))
     n = a.shape[-2]
-    if a.shape[-1] < n:
-        a = jnp.concatenate([a, jnp.zeros(a.shape[:-1] + (n - a.shape[-1],), a.dtype)], axis=-1)
+    a, diag = _reflect_unrolled(a, n)
+    return _assemble_lower(a, diag)
+
+
+def householder_tria_and_q(a):
+    """``(L, q)`` with ``a = L qᵀ`` (``a`` padded to square), by unrolled reflections.
+
+    The reflections of :func:`householder_tria` also act on an identity stacked below ``a``,
+    which accumulates the orthogonal factor: ``[a; I] H = [[L, 0]; H]`` and ``q = H[:, :n]``.
+
+    Args:
+        a: shape ``(..., n, m)``, small ``n``.
+
+    Returns:
+        ``L`` shape ``(..., n, n)`` (non-negative diagonal) and ``q`` shape ``(..., m', n)``
+        with orthonormal columns, ``m' = max(m, n)``.
+    """
+    a = _pad_to_square(jnp.asarray(a))
+    n, m = a.shape[-2], a.shape[-1]
+    eye = jnp.broadcast_to(jnp.eye(m, dtype=a.dtype), a.shape[:-2] + (m, m))
+    work, diag = _reflect_unrolled(jnp.concatenate([a, eye], axis=-2), n)
+    return _assemble_lower(work, diag), work[..., n:, :n]
+
+
+def _pad_to_square(a):
+    n = a.shape[-2]
+    if a.shape[-1] >= n:
+        return a
+    return jnp.concatenate([a, jnp.zeros(a.shape[:-1] + (n - a.shape[-1],), a.dtype)], axis=-1)
+
+
+def _reflect_unrolled(a, n):
+    """Reflections ``0..n-1`` of :func:`householder_tria`, applied to every row of ``a``.
+
+    Returns:
+        ``(a, diag)``: ``a`` after the reflections (rows ``0..n-1`` hold ``L`` left of the
+        diagonal; rows from ``n`` on, e.g. an identity, are carried along) and the ``n``
+        diagonal entries.
+    """
     diag = []
     for i in range(n):
         x = a[..., i, i:]
@@ -133,10 +177,16 @@ def householder_tria(a):
         below = below - proj * (scale[..., None, None] * v[..., None, :])
         a = a.at[..., i + 1 :, i:].set(below)
         diag.append(norm)
+    return a, diag
+
+
+def _assemble_lower(a, diag):
+    """``L`` from rows ``0..n-1`` of the reflected ``a`` (left of the diagonal) and ``diag``."""
     # Assembled row by row, not with jnp.tril and jnp.eye: XLA hoists those computed masks out
     # of a scan's body into its loop state, and they pushed the scalar Kalman filter's loop
     # past the size XLA compiles whole on the CPU (benchmarks/probes/xla_loops.py). Empty pieces
     # are left out: one broke the batching of tria's custom JVP under vmap.
+    n = len(diag)
     zeros = jnp.zeros(a.shape[:-2] + (n,), a.dtype)
     rows = []
     for i in range(n):

@@ -35,7 +35,13 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from numpyro_ssm.ops._fusion import householder_tria, matmul_small, matmul_stack, sum_small
+from numpyro_ssm.ops._fusion import (
+    householder_tria,
+    householder_tria_and_q,
+    matmul_small,
+    matmul_stack,
+    sum_small,
+)
 
 __all__ = [
     "chol_logdet",
@@ -186,12 +192,21 @@ def tria(a: jax.Array) -> jax.Array:
 @tria.defjvp
 def _tria_jvp(primals, tangents):
     (a,), (da,) = primals, tangents
-    lower, q, a_padded = _tria_and_q(a)
-    if da.shape[-1] < a_padded.shape[-1]:
-        pad = jnp.zeros(da.shape[:-1] + (a_padded.shape[-1] - da.shape[-1],), da.dtype)
+    # One matrix of a sequential step, unrolled as tria's forward pass is: a loop inside a
+    # scan's body (and its transpose in the backward pass) costs more than its arithmetic.
+    unrolled = a.ndim == 2 and a.shape[-2] <= _STEP_UNROLL_MAX_ROWS
+    if unrolled:
+        lower, q = householder_tria_and_q(a)
+    else:
+        lower, q, _ = _tria_and_q(a)
+    if da.shape[-1] < q.shape[-2]:
+        pad = jnp.zeros(da.shape[:-1] + (q.shape[-2] - da.shape[-1],), da.dtype)
         da = jnp.concatenate([da, pad], axis=-1)
     # With a = L qᵀ, d(a aᵀ) = B Lᵀ + L Bᵀ for B = da q. The lower-triangular dL is B - L Ω
     # with Ω skew-symmetric chosen to cancel the strictly upper part of B.
+    if unrolled:
+        b = matmul_small(da, q)
+        return lower, b - matmul_small(lower, _skew_for_tril_unrolled(lower, b))
     b = da @ q
     return lower, b - lower @ _skew_for_tril(lower, b)
 
@@ -218,6 +233,25 @@ def _skew_for_tril(lower, b):
 
     upper = jax.lax.fori_loop(0, n, row, jnp.zeros_like(b))
     return upper - jnp.swapaxes(upper, -1, -2)
+
+
+def _skew_for_tril_unrolled(lower, b):
+    """:func:`_skew_for_tril` of one small matrix, the substitution unrolled in Python."""
+    n = lower.shape[-1]
+    diag = jnp.diagonal(lower)
+    zero = jnp.abs(diag) <= jnp.finfo(lower.dtype).eps * n * jnp.max(jnp.abs(diag))
+    safe_diag = jnp.where(zero, 1.0, diag)
+    rows = []  # row i of Ω's strictly upper part, columns i+1 on (no empty pieces: vmap)
+    for i in range(n - 1):
+        rhs = b[i, i + 1 :]
+        for k in range(i):
+            rhs = rhs - lower[i, k] * rows[k][i - k :]
+        rows.append(jnp.where(zero[i], 0.0, rhs / safe_diag[i]))
+    upper = jnp.stack(
+        [jnp.concatenate([jnp.zeros((i + 1,), b.dtype), row]) for i, row in enumerate(rows)]
+        + [jnp.zeros((n,), b.dtype)]
+    )
+    return upper - upper.T
 
 
 def _substitute(lower, b, vector, transpose):

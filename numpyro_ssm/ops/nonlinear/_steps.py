@@ -16,10 +16,10 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
-from numpyro_ssm.ops.kalman._steps import _predict, _update
+from numpyro_ssm.ops.kalman._steps import _predict, _update, _update_to_predict
 from numpyro_ssm.ops.linalg import chol_logdet, solve_lower, tria
 from numpyro_ssm.ops.nonlinear.params import _Model
-from numpyro_ssm.ops.nonlinear.rules import linearize, sigma_points
+from numpyro_ssm.ops.nonlinear.rules import Taylor, linearize, sigma_points
 
 
 def _with_noise(residual, chol_noise):
@@ -70,20 +70,27 @@ def emission_linearization(model: _Model, rule, m, chol_P, u, chol_R):
     return lin.matrix, tria(jnp.concatenate(parts, axis=1)), lin.offset
 
 
-def update(model: _Model, rule, m, chol_P, y, observed, u, chol_R, iterations):
+def update(model: _Model, rule, m, chol_P, y, observed, u, chol_R, iterations, to_predict=False):
     """Condition the predicted ``N(m, chol_P)`` on ``y_t``, relinearizing ``iterations`` times.
 
     Iteration ``k > 1`` linearizes the emission for the previous iteration's posterior and
     conditions the *predicted* belief again (the iterated extended / posterior-linearization
     update: Gauss–Newton on the update for the Taylor rule).
 
+    With ``to_predict`` (the filtered factor only feeds the Taylor rule's prediction, as in
+    the log-marginal pass), a plain EKF update of one Gaussian entry is Potter's
+    (:func:`~numpyro_ssm.ops.kalman._steps._update_to_predict`): the factor is square but not
+    triangular, which the sigma-point rules could not take.
+
     Returns:
         ``(m_f, chol_f, log_lik)``: the filtered moments and ``log p(y_t | y_{1:t-1})``.
     """
+    potter = to_predict and iterations == 1 and isinstance(rule, Taylor) and not model.generalized
+    condition = _update_to_predict if potter else _update
     m_lin, chol_lin = m, chol_P
     for _ in range(iterations):
         H, chol_noise, d = emission_linearization(model, rule, m_lin, chol_lin, u, chol_R)
-        m_lin, chol_lin, log_lik = _update(m, chol_P, H, chol_noise, d, y, observed)
+        m_lin, chol_lin, log_lik = condition(m, chol_P, H, chol_noise, d, y, observed)
     if model.generalized:
         log_lik = generalized_log_likelihood(
             model, rule, m, chol_P, m_lin, chol_lin, y, observed, u

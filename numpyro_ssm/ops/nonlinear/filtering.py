@@ -74,7 +74,16 @@ def _forward(model: _Model, rule, y, observed, iterations, keep_moments):
         u, u_next = xs.get("u"), xs.get("u_next")
         chol_R = xs.get("chol_R", model.chol_R)
         m_f, chol_f, log_lik = _steps.update(
-            model, rule, m, chol_P, xs["y"], xs["observed"], u, chol_R, iterations
+            model,
+            rule,
+            m,
+            chol_P,
+            xs["y"],
+            xs["observed"],
+            u,
+            chol_R,
+            iterations,
+            to_predict=not keep_moments,
         )
         chol_Q = xs.get("chol_Q", model.chol_Q)
         carry = _steps.predict(model, rule, m_f, chol_f, u_next, chol_Q)
@@ -82,6 +91,9 @@ def _forward(model: _Model, rule, y, observed, iterations, keep_moments):
         return carry, out
 
     init = (jnp.asarray(p.initial_mean), jnp.asarray(p.initial_scale_tril, p.initial_mean.dtype))
+    if not keep_moments:
+        # Reverse mode recomputes each step from the carry instead of stacking its residuals.
+        step = jax.checkpoint(step)
     (m, chol_P), out = lax.scan(step, init, _time_slices(model, y, observed))
     last = _steps.update(
         model,

@@ -45,7 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from numpyro_ssm.ops.linalg import solve_lower_transpose
+from numpyro_ssm.ops.linalg import matmul_small, solve_lower_transpose
 
 __all__ = [
     "METHODS",
@@ -217,7 +217,10 @@ def sigma_points(rule, mean, chol) -> SigmaPoints:
     dtype = mean.dtype
     xi = jnp.asarray(unit.points, dtype)
     return SigmaPoints(
-        mean + xi @ chol.T, xi, jnp.asarray(unit.w_mean, dtype), jnp.asarray(unit.w_cov, dtype)
+        mean + matmul_small(xi, chol.T),
+        xi,
+        jnp.asarray(unit.w_mean, dtype),
+        jnp.asarray(unit.w_cov, dtype),
     )
 
 
@@ -260,10 +263,12 @@ def linearize(rule, fn, mean, chol, has_aux=False):
         return Linearization(jac, value - jac @ mean, None), aux
     pts = sigma_points(rule, mean, chol)
     values, aux = jax.vmap(fn)(pts.points)  # (N, G)
-    g_mean = pts.mean_weights @ values
+    g_mean = matmul_small(values.T, pts.mean_weights)
     dev = values - g_mean
-    AL = (dev * pts.cov_weights[:, None]).T @ pts.unit  # Σ w_i (g_i - ĝ) ξ_iᵀ = A L, (G, S)
+    AL = matmul_small(
+        (dev * pts.cov_weights[:, None]).T, pts.unit
+    )  # Σ w_i (g_i - ĝ) ξ_iᵀ = A L, (G, S)
     A = solve_lower_transpose(chol, AL.T).T
     sqrt_w = jnp.sqrt(pts.cov_weights)
-    residual = (dev * sqrt_w[:, None]).T - AL @ (pts.unit * sqrt_w[:, None]).T
-    return Linearization(A, g_mean - A @ mean, residual), aux
+    residual = (dev * sqrt_w[:, None]).T - matmul_small(AL, (pts.unit * sqrt_w[:, None]).T)
+    return Linearization(A, g_mean - matmul_small(A, mean), residual), aux

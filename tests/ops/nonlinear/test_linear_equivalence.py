@@ -111,6 +111,28 @@ def test_every_rule_equals_the_kalman_smoother(case, method):
     _check_gradients(grad, ref_grad)
 
 
+@pytest.mark.parametrize("method", ["ekf", "ckf"])
+def test_one_entry_log_marginal_equals_the_kalman_filter(method):
+    """``D = 1``: the EKF's log-marginal pass conditions by Potter's update (non-triangular
+    factor), the sigma-point rules by the triangular one; value and gradient both equal the
+    Kalman filter's, with a NaN entry, a masked step and an exactly zero noise factor."""
+    theta, y, mask, inputs = linear_case(S=3, D=1, T=7)
+    theta = {k: jnp.asarray(v) for k, v in theta.items()}
+    theta["LQ"] = theta["LQ"].at[2].set(0.0)  # no process noise into step 3
+
+    def ours(th):
+        params = nonlinear_params(th)
+        return nonlinear_log_marginal(params, y, method=method, inputs=inputs, obs_mask=mask)
+
+    def kalman(th):
+        return kalman_log_marginal(kalman_params(th, inputs), y, obs_mask=mask)
+
+    value, grad = jax.jit(jax.value_and_grad(ours))(theta)
+    ref_value, ref_grad = jax.jit(jax.value_and_grad(kalman))(theta)
+    close(value, ref_value, err_msg="log-marginal")
+    _check_gradients(grad, ref_grad)
+
+
 def test_iterated_variants_equal_the_kalman_smoother(case):
     """Iterated updates, the iterated smoother (serial, parallel) and its log-marginal's gradient.
 
