@@ -19,7 +19,9 @@ the same matrix is unrolled elementwise over the batch up to ``_UNROLL_MAX_ROWS`
 above that runs the reflections in a ``lax.fori_loop`` over full-width masked rows, as an
 explicitly batched stack always does (the associative scans' combine, traced once per level:
 one loop body keeps compilation short); never a batched LAPACK call. ``tria``'s derivative
-needs the orthogonal factor too; the loop accumulates it on an identity stacked below the
+needs the orthogonal factor too: for one matrix the unrolled reflections or the LAPACK QR
+return it, and the part linear in the tangent is a few products (no loop, in the forward or the
+backward pass); a batched stack accumulates it in the loop on an identity stacked below the
 input. :func:`solve_lower` and :func:`solve_lower_transpose` unroll up to ``_UNROLL_MAX_ROWS``
 rows and make one LAPACK call above (the loop under ``vmap``); :func:`cholesky` (for
 covariances given as ``*_cov``) unrolls or loops.
@@ -116,6 +118,33 @@ def _tria_and_q(a):
     return jnp.tril(out[..., :n, :n]), out[..., n:, :n], a
 
 
+@jax.custom_jvp
+def _lapack_tria_and_q(a):
+    """``(L, q)`` of :func:`_tria_and_q` for one 2-D matrix by one LAPACK QR (``q`` reduced).
+
+    Under ``vmap``, the reflection loop (no batched LAPACK); differentiated, which only second
+    derivatives of ``tria`` do, as the loop.
+    """
+    return _lapack_tria_and_q_call(a)
+
+
+@_lapack_tria_and_q.defjvp
+def _lapack_tria_and_q_jvp(primals, tangents):
+    return jax.jvp(lambda a: _tria_and_q(a)[:2], primals, tangents)
+
+
+@jax.custom_batching.custom_vmap
+def _lapack_tria_and_q_call(a):
+    q, r = jnp.linalg.qr(_pad_columns(a).T)  # (m, n) orthonormal columns, (n, n) upper
+    sign = jnp.where(jnp.diagonal(r) < 0, -1.0, 1.0).astype(r.dtype)
+    return (r * sign[:, None]).T, q * sign[None, :]
+
+
+@_lapack_tria_and_q_call.def_vmap
+def _lapack_tria_and_q_vmap(axis_size, in_batched, a):
+    return _tria_and_q(a)[:2], (True, True)
+
+
 @jax.custom_batching.custom_vmap
 def _lapack_tria(a):
     """``tria`` of one 2-D matrix by one LAPACK QR; under ``vmap``, unrolled or the loop."""
@@ -192,23 +221,42 @@ def tria(a: jax.Array) -> jax.Array:
 @tria.defjvp
 def _tria_jvp(primals, tangents):
     (a,), (da,) = primals, tangents
-    # One matrix of a sequential step, unrolled as tria's forward pass is: a loop inside a
-    # scan's body (and its transpose in the backward pass) costs more than its arithmetic.
-    unrolled = a.ndim == 2 and a.shape[-2] <= _STEP_UNROLL_MAX_ROWS
-    if unrolled:
+    # One matrix (a sequential filter's step) gets no loop: a loop inside a scan's body, and
+    # its transpose in the backward pass, cost far more than their arithmetic.
+    single = a.ndim == 2
+    if single and a.shape[-2] <= _STEP_UNROLL_MAX_ROWS:
         lower, q = householder_tria_and_q(a)
+        matmul = matmul_small
+    elif single:
+        lower, q = _lapack_tria_and_q(a)
+        matmul = jnp.matmul
     else:
         lower, q, _ = _tria_and_q(a)
+        matmul = jnp.matmul
     if da.shape[-1] < q.shape[-2]:
         pad = jnp.zeros(da.shape[:-1] + (q.shape[-2] - da.shape[-1],), da.dtype)
         da = jnp.concatenate([da, pad], axis=-1)
     # With a = L qᵀ, d(a aᵀ) = B Lᵀ + L Bᵀ for B = da q. The lower-triangular dL is B - L Ω
     # with Ω skew-symmetric chosen to cancel the strictly upper part of B.
-    if unrolled:
-        b = matmul_small(da, q)
-        return lower, b - matmul_small(lower, _skew_for_tril_unrolled(lower, b))
-    b = da @ q
-    return lower, b - lower @ _skew_for_tril(lower, b)
+    b = matmul(da, q)
+    omega = _skew_by_inverse(lower, b, matmul) if single else _skew_for_tril(lower, b)
+    return lower, b - matmul(lower, omega)
+
+
+def _skew_by_inverse(lower, b, matmul):
+    """:func:`_skew_for_tril` of one matrix by an explicit inverse of ``L``: no loop.
+
+    The strictly upper part of ``Ω`` is the one of ``L⁻¹ B`` (column ``j`` of ``L U = B`` above
+    the diagonal only involves the leading ``j × j`` block of ``L``). The inverse is primal
+    work; the part linear in ``B`` is one product. Zero pivots as :func:`safe_solve_lower`.
+    """
+    n = lower.shape[-1]
+    diag = jnp.diagonal(lower)
+    zero = jnp.abs(diag) <= jnp.finfo(lower.dtype).eps * n * jnp.max(jnp.abs(diag))
+    eye = jnp.eye(n, dtype=lower.dtype)
+    inverse = solve_lower(jnp.where(zero[:, None], eye, lower), eye)
+    upper = jnp.triu(matmul(inverse, jnp.where(zero[:, None], 0.0, b)), 1)
+    return upper - upper.T
 
 
 def _skew_for_tril(lower, b):
@@ -233,25 +281,6 @@ def _skew_for_tril(lower, b):
 
     upper = jax.lax.fori_loop(0, n, row, jnp.zeros_like(b))
     return upper - jnp.swapaxes(upper, -1, -2)
-
-
-def _skew_for_tril_unrolled(lower, b):
-    """:func:`_skew_for_tril` of one small matrix, the substitution unrolled in Python."""
-    n = lower.shape[-1]
-    diag = jnp.diagonal(lower)
-    zero = jnp.abs(diag) <= jnp.finfo(lower.dtype).eps * n * jnp.max(jnp.abs(diag))
-    safe_diag = jnp.where(zero, 1.0, diag)
-    rows = []  # row i of Ω's strictly upper part, columns i+1 on (no empty pieces: vmap)
-    for i in range(n - 1):
-        rhs = b[i, i + 1 :]
-        for k in range(i):
-            rhs = rhs - lower[i, k] * rows[k][i - k :]
-        rows.append(jnp.where(zero[i], 0.0, rhs / safe_diag[i]))
-    upper = jnp.stack(
-        [jnp.concatenate([jnp.zeros((i + 1,), b.dtype), row]) for i, row in enumerate(rows)]
-        + [jnp.zeros((n,), b.dtype)]
-    )
-    return upper - upper.T
 
 
 def _substitute(lower, b, vector, transpose):
