@@ -78,8 +78,13 @@ def _condition(chol_P, H, chol_R):
         ``cross = P Hᵀ chol_S⁻ᵀ`` (so the gain is ``cross chol_S⁻¹``, see :func:`_gain`) and
         the factor of the conditional covariance.
     """
-    D = H.shape[0]
-    top = jnp.concatenate([matmul_small(H, chol_P), chol_R], axis=1)
+    return _condition_factored(chol_P, matmul_small(H, chol_P), chol_R)
+
+
+def _condition_factored(chol_P, HU, chol_R):
+    """:func:`_condition` from ``H U`` (``P = U Uᵀ``) in place of ``H``."""
+    D = HU.shape[0]
+    top = jnp.concatenate([HU, chol_R], axis=1)
     bottom = jnp.concatenate(
         [chol_P, jnp.zeros((chol_P.shape[0], chol_R.shape[1]), chol_P.dtype)], axis=1
     )
@@ -119,15 +124,34 @@ def _update_to_predict(m, chol_P, H, chol_R, d, y, observed):
         return _update(m, chol_P, H, chol_R, d, y, observed)
     H_m, chol_R_m, y_m = _masked_emission(H, chol_R, d, y, observed)
     f = matmul_small(H_m, chol_P)[0]  # (S,)
+    return _potter(m, chol_P, f, chol_R_m, y_m[0] - jnp.sum(H_m[0] * m), observed)
+
+
+def _potter(m, chol_P, f, chol_R_m, innovation, observed):
+    """Potter's update (:func:`_update_to_predict`) from ``f = h U`` and the innovation."""
     r = jnp.abs(chol_R_m[0, 0])
     s = jnp.sqrt(jnp.sum(f * f) + r * r)
     safe_s = jnp.where(s > 0, s, 1.0)
-    w = (y_m[0] - jnp.sum(H_m[0] * m)) / safe_s  # the innovation over its scale
+    w = innovation / safe_s  # the innovation over its scale
     gain_dir = matmul_small(chol_P, f)  # U f = P hᵀ
     alpha = jnp.where(s > 0, 1.0 / (safe_s * (safe_s + r)), 0.0)
     factor_f = chol_P - (alpha * gain_dir)[:, None] * f[None, :]
     log_lik = _innovation_log_lik(s[None, None], w[None], observed)
     return m + gain_dir * (w / safe_s), factor_f, log_lik
+
+
+def _update_factored(m, chol_P, HU, chol_R, y_hat, y, observed, to_predict=False):
+    """:func:`_update` (``to_predict``: :func:`_update_to_predict`) from ``H U`` and ``ŷ``.
+
+    For emissions linearized at the predicted belief itself, where the rule gives ``H U``
+    (``P = U Uᵀ``) and the predicted observation ``ŷ = H m + d`` directly, without ``H``.
+    """
+    HU_m, chol_R_m, v = _masked_emission(HU, chol_R, y_hat, y, observed)  # v = y - ŷ, masked
+    if to_predict and HU.shape[0] == 1:
+        return _potter(m, chol_P, HU_m[0], chol_R_m, v[0], observed)
+    chol_S, cross, chol_f = _condition_factored(chol_P, HU_m, chol_R_m)
+    w = solve_lower(chol_S, v)
+    return m + matmul_small(cross, w), chol_f, _innovation_log_lik(chol_S, w, observed)
 
 
 def _predict(F, chol_Q, b, m, chol_P):

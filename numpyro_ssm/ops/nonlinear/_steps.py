@@ -16,10 +16,10 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
-from numpyro_ssm.ops.kalman._steps import _predict, _update, _update_to_predict
+from numpyro_ssm.ops.kalman._steps import _update, _update_factored
 from numpyro_ssm.ops.linalg import chol_logdet, solve_lower, tria
 from numpyro_ssm.ops.nonlinear.params import _Model
-from numpyro_ssm.ops.nonlinear.rules import Taylor, linearize, sigma_points
+from numpyro_ssm.ops.nonlinear.rules import Taylor, linearize, regress, sigma_points
 
 
 def _with_noise(residual, chol_noise):
@@ -42,39 +42,52 @@ def predict(model: _Model, rule, m, chol_P, u_next, chol_Q):
 
 
 def predict_from(params, rule, m, chol_P, u_next, chol_Q):
-    """:func:`predict` for a parameter container (its ``transition_fn`` and ``params``)."""
-    lin = linearize(rule, lambda z: params.transition_fn(z, u_next, params.params), m, chol_P)
-    noise = chol_Q if lin.residual is None else jnp.concatenate([lin.residual, chol_Q], axis=1)
-    return _predict(lin.matrix, noise, lin.offset, m, chol_P)
+    """:func:`predict` for a parameter container (its ``transition_fn`` and ``params``).
+
+    ``chol_P`` may be any square factor for the Taylor rule (Potter's update gives one).
+    """
+    reg = regress(rule, lambda z: params.transition_fn(z, u_next, params.params), m, chol_P)
+    noise = chol_Q if reg.residual is None else jnp.concatenate([reg.residual, chol_Q], axis=1)
+    return reg.mean, tria(jnp.concatenate([reg.factor, noise], axis=1))
 
 
-def emission_linearization(model: _Model, rule, m, chol_P, u, chol_R):
-    """``(H, chol of the effective emission noise, d)`` for ``z_t ~ N(m, P)``.
+def _emission(model: _Model, rule, fit, m, chol_P, u, chol_R):
+    """``(fit of the emission, chol of the effective emission noise)`` for ``z_t ~ N(m, P)``.
 
-    Gaussian emissions: the regression of ``h`` plus ``R_t``. Generalized emissions: the
-    regression of ``μ(z) = E[y | z]`` plus ``E[Cov[y | z]]`` under the rule.
+    ``fit`` is :func:`~numpyro_ssm.ops.nonlinear.rules.linearize` or
+    :func:`~numpyro_ssm.ops.nonlinear.rules.regress`. Gaussian emissions: the regression of
+    ``h`` plus ``R_t``. Generalized emissions: the regression of ``μ(z) = E[y | z]`` plus
+    ``E[Cov[y | z]]`` under the rule.
     """
     p = model.params
     if not model.generalized:
-        lin = linearize(rule, lambda z: p.emission_fn(z, u, p.params), m, chol_P)
-        return lin.matrix, _with_noise(lin.residual, chol_R), lin.offset
+        fitted = fit(rule, lambda z: p.emission_fn(z, u, p.params), m, chol_P)
+        return fitted, _with_noise(fitted.residual, chol_R)
 
     def moments(z):
         return p.emission_moments_fn(p.emission_fn(z, u, p.params))
 
-    lin, chols = linearize(rule, moments, m, chol_P, has_aux=True)  # chols (N, D, D)
+    fitted, chols = fit(rule, moments, m, chol_P, has_aux=True)  # chols (N, D, D)
     w = sigma_points(rule, m, chol_P).mean_weights
     N, D = chols.shape[0], chols.shape[1]
     expected = jnp.swapaxes(chols * jnp.sqrt(w)[:, None, None], 0, 1).reshape(D, N * D)
-    parts = [expected] if lin.residual is None else [expected, lin.residual]
-    return lin.matrix, tria(jnp.concatenate(parts, axis=1)), lin.offset
+    parts = [expected] if fitted.residual is None else [expected, fitted.residual]
+    return fitted, tria(jnp.concatenate(parts, axis=1))
+
+
+def emission_linearization(model: _Model, rule, m, chol_P, u, chol_R):
+    """``(H, chol of the effective emission noise, d)`` for ``z_t ~ N(m, P)``: :func:`_emission`."""
+    lin, chol_noise = _emission(model, rule, linearize, m, chol_P, u, chol_R)
+    return lin.matrix, chol_noise, lin.offset
 
 
 def update(model: _Model, rule, m, chol_P, y, observed, u, chol_R, iterations, to_predict=False):
     """Condition the predicted ``N(m, chol_P)`` on ``y_t``, relinearizing ``iterations`` times.
 
-    Iteration ``k > 1`` linearizes the emission for the previous iteration's posterior and
-    conditions the *predicted* belief again (the iterated extended / posterior-linearization
+    The first linearization is at the predicted belief itself, so the step takes ``H U`` and
+    ``ŷ`` from the rule (:func:`~numpyro_ssm.ops.nonlinear.rules.regress`) without solving for
+    ``H``. Iteration ``k > 1`` linearizes the emission for the previous iteration's posterior
+    and conditions the *predicted* belief again (the iterated extended / posterior-linearization
     update: Gauss–Newton on the update for the Taylor rule).
 
     With ``to_predict`` (the filtered factor only feeds the Taylor rule's prediction, as in
@@ -86,11 +99,13 @@ def update(model: _Model, rule, m, chol_P, y, observed, u, chol_R, iterations, t
         ``(m_f, chol_f, log_lik)``: the filtered moments and ``log p(y_t | y_{1:t-1})``.
     """
     potter = to_predict and iterations == 1 and isinstance(rule, Taylor) and not model.generalized
-    condition = _update_to_predict if potter else _update
-    m_lin, chol_lin = m, chol_P
-    for _ in range(iterations):
+    reg, chol_noise = _emission(model, rule, regress, m, chol_P, u, chol_R)
+    m_lin, chol_lin, log_lik = _update_factored(
+        m, chol_P, reg.factor, chol_noise, reg.mean, y, observed, to_predict=potter
+    )
+    for _ in range(iterations - 1):
         H, chol_noise, d = emission_linearization(model, rule, m_lin, chol_lin, u, chol_R)
-        m_lin, chol_lin, log_lik = condition(m, chol_P, H, chol_noise, d, y, observed)
+        m_lin, chol_lin, log_lik = _update(m, chol_P, H, chol_noise, d, y, observed)
     if model.generalized:
         log_lik = generalized_log_likelihood(
             model, rule, m, chol_P, m_lin, chol_lin, y, observed, u

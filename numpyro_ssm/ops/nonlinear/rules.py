@@ -51,12 +51,14 @@ __all__ = [
     "METHODS",
     "GaussHermite",
     "Linearization",
+    "Regression",
     "SigmaPoints",
     "SphericalCubature",
     "Taylor",
     "Unscented",
     "get_rule",
     "linearize",
+    "regress",
     "sigma_points",
 ]
 
@@ -239,6 +241,63 @@ class Linearization(NamedTuple):
     residual: jax.Array | None
 
 
+class Regression(NamedTuple):
+    """A :class:`Linearization` as the filter steps use it: ``A L`` in place of ``A``.
+
+    Attributes:
+        factor: shape ``(G, S)``, ``A L`` for the factor ``L`` of the belief's covariance.
+        mean: shape ``(G,)``, ``A m + b``, the rule's ``E[g(z)]``.
+        residual: as :attr:`Linearization.residual`.
+    """
+
+    factor: jax.Array
+    mean: jax.Array
+    residual: jax.Array | None
+
+
+def regress(rule, fn, mean, chol, has_aux=False):
+    """:func:`linearize` without solving for ``A``: ``(A L, E[g(z)], residual)``.
+
+    A Kalman step at the belief the rule linearizes for needs ``A`` only through ``A L`` and
+    ``A m + b``, which the sigma-point rules give directly (no triangular solve). ``chol`` may
+    be any square factor for the Taylor rule; the sigma-point rules need the triangular one
+    (their points are placed by it).
+
+    Args:
+        rule: as :func:`linearize`.
+        fn: as :func:`linearize`.
+        mean: shape ``(S,)``.
+        chol: shape ``(S, S)``, a factor of the covariance (see above).
+        has_aux: as :func:`linearize`.
+
+    Returns:
+        A :class:`Regression`; with ``has_aux``, ``(regression, aux)`` as :func:`linearize`.
+    """
+    if not has_aux:
+        return regress(rule, lambda z: (fn(z), None), mean, chol, has_aux=True)[0]
+    if isinstance(rule, Taylor):
+        jac, (value, aux) = jax.jacfwd(lambda z: (fn(z)[0], fn(z)), has_aux=True)(mean)
+        return Regression(matmul_small(jac, chol), value, None), _taylor_aux(aux)
+    return _sigma_regression(rule, fn, mean, chol)
+
+
+def _taylor_aux(aux):
+    return jax.tree.map(lambda a: a[None], aux)
+
+
+def _sigma_regression(rule, fn, mean, chol):
+    """The sigma-point regression: ``(Regression, aux)``."""
+    pts = sigma_points(rule, mean, chol)
+    values, aux = jax.vmap(fn)(pts.points)  # (N, G)
+    g_mean = matmul_small(values.T, pts.mean_weights)
+    dev = values - g_mean
+    # Σ w_i (g_i - ĝ) ξ_iᵀ = A L, (G, S)
+    AL = matmul_small((dev * pts.cov_weights[:, None]).T, pts.unit)
+    sqrt_w = jnp.sqrt(pts.cov_weights)
+    residual = (dev * sqrt_w[:, None]).T - matmul_small(AL, (pts.unit * sqrt_w[:, None]).T)
+    return Regression(AL, g_mean, residual), aux
+
+
 def linearize(rule, fn, mean, chol, has_aux=False):
     """Linearize ``fn`` for ``z ~ N(mean, chol cholᵀ)`` by ``rule`` (module docstring).
 
@@ -259,16 +318,7 @@ def linearize(rule, fn, mean, chol, has_aux=False):
         return linearize(rule, lambda z: (fn(z), None), mean, chol, has_aux=True)[0]
     if isinstance(rule, Taylor):
         jac, (value, aux) = jax.jacfwd(lambda z: (fn(z)[0], fn(z)), has_aux=True)(mean)
-        aux = jax.tree.map(lambda a: a[None], aux)
-        return Linearization(jac, value - jac @ mean, None), aux
-    pts = sigma_points(rule, mean, chol)
-    values, aux = jax.vmap(fn)(pts.points)  # (N, G)
-    g_mean = matmul_small(values.T, pts.mean_weights)
-    dev = values - g_mean
-    AL = matmul_small(
-        (dev * pts.cov_weights[:, None]).T, pts.unit
-    )  # Σ w_i (g_i - ĝ) ξ_iᵀ = A L, (G, S)
-    A = solve_lower_transpose(chol, AL.T).T
-    sqrt_w = jnp.sqrt(pts.cov_weights)
-    residual = (dev * sqrt_w[:, None]).T - matmul_small(AL, (pts.unit * sqrt_w[:, None]).T)
-    return Linearization(A, g_mean - matmul_small(A, mean), residual), aux
+        return Linearization(jac, value - jac @ mean, None), _taylor_aux(aux)
+    reg, aux = _sigma_regression(rule, fn, mean, chol)
+    A = solve_lower_transpose(chol, reg.factor.T).T
+    return Linearization(A, reg.mean - matmul_small(A, mean), reg.residual), aux

@@ -17,6 +17,7 @@ from numpyro_ssm.ops.nonlinear import (
     linearize,
     sigma_points,
 )
+from numpyro_ssm.ops.nonlinear.rules import regress
 
 MEAN = np.array([0.3, -0.7])
 CHOL = np.array([[0.9, 0.0], [0.4, 0.6]])
@@ -82,6 +83,34 @@ def test_statistical_linear_regression_of_a_quadratic():
     np.testing.assert_allclose(taylor.matrix, grad_mean, rtol=1e-14)
     np.testing.assert_allclose(taylor.offset, np.asarray(g(MEAN)) - grad_mean @ MEAN, rtol=1e-14)
     assert taylor.residual is None
+
+
+@pytest.mark.parametrize("rule", [Taylor(), Unscented(), GaussHermite(3), SphericalCubature()])
+def test_regression_is_the_exact_moments_times_the_factor(rule):
+    """``regress`` (no solve) gives ``A L`` and ``E[g]`` of the quadratic above exactly.
+
+    The oracle is the exact regression (Stein's lemma: ``A = E[∇g] = ∇g(m)`` for this ``g``)
+    times the factor, for the Gauss–Hermite rule; every rule's ``A L`` and ``E[g]`` equal its own
+    :func:`linearize` (which solves for ``A``). The Taylor rule accepts a factor that is not
+    triangular (what Potter's update hands it).
+    """
+
+    def g(z):
+        return jnp.stack([z[0] * z[1], z[0] ** 2])
+
+    grad_mean = np.array([[MEAN[1], MEAN[0]], [2 * MEAN[0], 0.0]])
+    reg = regress(rule, g, jnp.asarray(MEAN), jnp.asarray(CHOL))
+    lin = linearize(rule, g, jnp.asarray(MEAN), jnp.asarray(CHOL))
+    np.testing.assert_allclose(reg.factor, lin.matrix @ CHOL, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(reg.mean, lin.matrix @ MEAN + lin.offset, rtol=1e-12, atol=1e-12)
+    if isinstance(rule, GaussHermite):
+        np.testing.assert_allclose(reg.factor, grad_mean @ CHOL, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(reg.residual, lin.residual, rtol=1e-12, atol=1e-12)
+    if isinstance(rule, Taylor):
+        rotation = np.array([[0.6, -0.8], [0.8, 0.6]])
+        turned = regress(rule, g, jnp.asarray(MEAN), jnp.asarray(CHOL @ rotation))
+        np.testing.assert_allclose(turned.factor, grad_mean @ CHOL @ rotation, rtol=1e-14)
+        assert turned.residual is None
 
 
 def test_rule_names_and_bad_settings():
