@@ -16,16 +16,19 @@ What is timed, for each (S, T) cell, on one shared problem:
   ``jax.jit`` before timing; steady-state time is the median of repeated calls
   (``benchmarks/_timing.time_calls``) in µs per time step. Before the table is trusted the two
   values are compared (rtol 1e-6, float64).
-- ``ratio`` is ours over dynamax's time: below 1 means numpyro_ssm is faster.
+- ``ratio`` is ours over dynamax's time: below 1 means numpyro_ssm is faster. With
+  ``--alternate N`` it is the median of ``N`` ratios of alternated single calls.
 
 Typical use::
 
-    python benchmarks/nonlinear.py --quick          # S=2, T=1000
-    python benchmarks/nonlinear.py                  # S=2, 8 at T=1e4 (the issue's cells)
+    python -m benchmarks.nonlinear --quick          # S=2, T=1000
+    python -m benchmarks.nonlinear                  # S=2, 8 at T=1e4 (the issue's cells)
+    python -m benchmarks.nonlinear --alternate 15   # ratio: median of 15 alternated pairs
 """
 
 import argparse
 import os
+import time
 
 import jax
 
@@ -112,20 +115,42 @@ def dynamax(method):
     return log_marginal
 
 
-def cell(S, T, method):
+def cell(S, T, method, alternate):
     theta, y = problem(S, T)
+    runs = {
+        name: jax.jit(jax.value_and_grad(fn))
+        for name, fn in (("ours", ours(method)), ("dynamax", dynamax(method)))
+    }
     out = {}
-    for name, fn in (("ours", ours(method)), ("dynamax", dynamax(method))):
-        run = jax.jit(jax.value_and_grad(fn))
+    for name, run in runs.items():
         first, median, (value, _) = time_calls(lambda run=run: run(theta, y), min_repeats=3)
         out[name] = (float(value), median / T * 1e6, first)
     agree = np.isclose(out["ours"][0], out["dynamax"][0], rtol=1e-6)
     ratio = out["ours"][1] / out["dynamax"][1]
+    if alternate:
+        ratio = np.median(alternated_ratios(runs, theta, y, alternate))
     print(
         f"| {method} | {S} | {T} | {out['ours'][1]:8.2f} | {out['dynamax'][1]:8.2f} | "
         f"{ratio:5.2f} | {'yes' if agree else 'NO'} |",
         flush=True,
     )
+
+
+def alternated_ratios(runs, theta, y, pairs):
+    """``pairs`` ratios of one call of ours over the next call of dynamax's, alternating.
+
+    On a shared machine whose speed drifts between runs, the ratio of neighbouring calls is
+    steadier than the ratio of two medians taken minutes apart.
+    """
+    ratios = []
+    for _ in range(pairs):
+        times = []
+        for run in (runs["ours"], runs["dynamax"]):
+            start = time.perf_counter()
+            jax.block_until_ready(run(theta, y))
+            times.append(time.perf_counter() - start)
+        ratios.append(times[0] / times[1])
+    return ratios
 
 
 def main():
@@ -134,6 +159,13 @@ def main():
     parser.add_argument("--S", type=int, nargs="+", default=[2, 8])
     parser.add_argument("--T", type=float, nargs="+", default=[1e4])
     parser.add_argument("--methods", nargs="+", default=["ekf", "ukf"])
+    parser.add_argument(
+        "--alternate",
+        type=int,
+        default=0,
+        metavar="N",
+        help="the ratio column is the median of N alternated calls' ratios (alternated_ratios)",
+    )
     args = parser.parse_args()
     sizes, lengths = ([2], [1000]) if args.quick else (args.S, [int(t) for t in args.T])
     print(f"load average {os.getloadavg()}; value+grad, float64, µs per step (median)")
@@ -142,7 +174,7 @@ def main():
     for method in args.methods:
         for S in sizes:
             for T in lengths:
-                cell(S, T, method)
+                cell(S, T, method, args.alternate)
 
 
 if __name__ == "__main__":
