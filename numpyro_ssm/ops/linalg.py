@@ -243,6 +243,13 @@ def _tria_jvp(primals, tangents):
     return lower, b - matmul(lower, omega)
 
 
+def _zero_pivots(lower):
+    """``(..., n)``: True where a pivot is numerically zero, ``|L_ii| <= eps n max_j |L_jj|``."""
+    n = lower.shape[-1]
+    diag = jnp.abs(jnp.diagonal(lower, axis1=-2, axis2=-1))
+    return diag <= jnp.finfo(lower.dtype).eps * n * jnp.max(diag, axis=-1, keepdims=True)
+
+
 def _skew_by_inverse(lower, b, matmul):
     """:func:`_skew_for_tril` of one matrix by an explicit inverse of ``L``: no loop.
 
@@ -252,8 +259,7 @@ def _skew_by_inverse(lower, b, matmul):
     the part linear in ``B`` is one product. Zero pivots as :func:`safe_solve_lower`.
     """
     n = lower.shape[-1]
-    diag = jnp.diagonal(lower)
-    zero = jnp.abs(diag) <= jnp.finfo(lower.dtype).eps * n * jnp.max(jnp.abs(diag))
+    zero = _zero_pivots(lower)
     eye = jnp.eye(n, dtype=lower.dtype)
     safe = jnp.where(zero[:, None], eye, lower)
     # above the unrolled size one LAPACK solve (the loop under vmap): the unrolled substitution
@@ -273,8 +279,7 @@ def _skew_for_tril(lower, b):
     """
     n = lower.shape[-1]
     diag = jnp.diagonal(lower, axis1=-2, axis2=-1)
-    scale = jnp.max(jnp.abs(diag), axis=-1, keepdims=True)
-    zero = jnp.abs(diag) <= jnp.finfo(lower.dtype).eps * n * scale
+    zero = _zero_pivots(lower)
     safe_diag = jnp.where(zero, 1.0, diag)
     cols = jnp.arange(n)
 
@@ -372,10 +377,7 @@ def safe_solve_lower(lower: jax.Array, b: jax.Array) -> jax.Array:
         Shape ``(..., n, k)``. Where every pivot of ``L`` is nonzero this is ``L⁻¹ b``.
     """
     n = lower.shape[-1]
-    diag = jnp.diagonal(lower, axis1=-2, axis2=-1)
-    scale = jnp.max(jnp.abs(diag), axis=-1, keepdims=True)
-    tol = jnp.finfo(lower.dtype).eps * n * scale
-    zero = jnp.abs(diag) <= tol
+    zero = _zero_pivots(lower)
     eye = jnp.eye(n, dtype=lower.dtype)
     lower_safe = jnp.where(zero[..., :, None], eye, lower)
     b_safe = jnp.where(zero[..., :, None], 0.0, b)

@@ -276,13 +276,15 @@ def regress(rule, fn, mean, chol, has_aux=False):
     if not has_aux:
         return regress(rule, lambda z: (fn(z), None), mean, chol, has_aux=True)[0]
     if isinstance(rule, Taylor):
-        jac, (value, aux) = jax.jacfwd(lambda z: (fn(z)[0], fn(z)), has_aux=True)(mean)
-        return Regression(matmul_small(jac, chol), value, None), _taylor_aux(aux)
+        jac, value, aux = _taylor(fn, mean)
+        return Regression(matmul_small(jac, chol), value, None), aux
     return _sigma_regression(rule, fn, mean, chol)
 
 
-def _taylor_aux(aux):
-    return jax.tree.map(lambda a: a[None], aux)
+def _taylor(fn, mean):
+    """``(∂g/∂z(m), g(m), aux)`` for ``fn: z -> (g(z), aux)``; ``aux`` gets a points axis."""
+    jac, (value, aux) = jax.jacfwd(lambda z: (fn(z)[0], fn(z)), has_aux=True)(mean)
+    return jac, value, jax.tree.map(lambda a: a[None], aux)
 
 
 def _sigma_regression(rule, fn, mean, chol):
@@ -317,8 +319,8 @@ def linearize(rule, fn, mean, chol, has_aux=False):
     if not has_aux:
         return linearize(rule, lambda z: (fn(z), None), mean, chol, has_aux=True)[0]
     if isinstance(rule, Taylor):
-        jac, (value, aux) = jax.jacfwd(lambda z: (fn(z)[0], fn(z)), has_aux=True)(mean)
-        return Linearization(jac, value - jac @ mean, None), _taylor_aux(aux)
+        jac, value, aux = _taylor(fn, mean)
+        return Linearization(jac, value - jac @ mean, None), aux
     reg, aux = _sigma_regression(rule, fn, mean, chol)
     A = solve_lower_transpose(chol, reg.factor.T).T
     return Linearization(A, reg.mean - matmul_small(A, mean), reg.residual), aux
