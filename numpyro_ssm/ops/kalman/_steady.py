@@ -16,7 +16,8 @@ The serial filter takes this path for series of at least ``_MIN_STEPS`` steps
 
 **Phase 1** runs the square-root step (``_update_to_predict`` and ``_predict`` of
 :mod:`numpyro_ssm.ops.kalman._steps`) in chunks of ``_CHUNK`` steps inside a
-``lax.while_loop``. It stops after the first chunk whose last step changed ``P`` by at most
+``lax.while_loop`` (with one observation entry, one triangularization every ``_DEFER`` steps:
+``_steps._deferred_steps``). It stops after the first chunk whose last step changed ``P`` by at most
 ``_SETTLE_ULPS`` units in the last place of its largest entry, and that lies past the last step
 with a missing entry (a missing entry changes the covariance recursion). A step that leaves
 ``P`` unchanged is a fixed point of the Riccati map, so the test is on one step, never on a
@@ -44,6 +45,7 @@ from numpyro_ssm.ops._fusion import matmul_small, matmul_stack
 from numpyro_ssm.ops.kalman._steps import (
     _LOG_2PI,
     _condition,
+    _deferred_steps,
     _Filtered,
     _mT,
     _predict,
@@ -59,7 +61,8 @@ __all__ = ["settles", "steady_log_marginal", "steady_predicted"]
 # T = 1000 the settled form is faster whatever the settling step (docs/performance.md).
 _MIN_STEPS = 512
 
-# Steps of the full filter between two convergence checks.
+# Steps of the full filter between two convergence checks; a multiple of ``_steps._DEFER``, so
+# that a chunk ends with a triangular factor.
 _CHUNK = 16
 # ``P`` has settled when one step changes no entry by more than this many units in the last
 # place of its largest entry.
@@ -91,6 +94,10 @@ def _settle(model: _Model, y, observed, keep_moments=False):
         out = (m, chol_P, ll) if keep_moments else ll
         return (*_predict(F, chol_Q, b, m_f, chol_f), chol_P), out
 
+    # one observation entry, value only: triangularize every _DEFER steps (module docstring)
+    defer = H.shape[0] == 1 and not keep_moments
+    params = {"F": F, "chol_Q": chol_Q, "b": b, "H": H, "chol_R": chol_R, "d": d}
+
     T, D = y.shape
     n_chunks = math.ceil(T / _CHUNK)
     pad = n_chunks * _CHUNK - T
@@ -108,7 +115,11 @@ def _settle(model: _Model, y, observed, keep_moments=False):
             "y": lax.dynamic_slice_in_dim(y, start, _CHUNK),
             "observed": lax.dynamic_slice_in_dim(observed, start, _CHUNK),
         }
-        (m, chol_P, chol_before), out = lax.scan(step, (m, chol_P, chol_P), inputs)
+        if defer:
+            steps = [{**params, **{k: v[i] for k, v in inputs.items()}} for i in range(_CHUNK)]
+            (m, chol_P, chol_before), out = _deferred_steps(m, chol_P, steps)
+        else:
+            (m, chol_P, chol_before), out = lax.scan(step, (m, chol_P, chol_P), inputs)
         P = matmul_small(chol_P, _mT(chol_P))
         P_before = matmul_small(chol_before, _mT(chol_before))
         change = jnp.max(jnp.abs(P - P_before))

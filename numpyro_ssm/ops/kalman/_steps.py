@@ -159,6 +159,53 @@ def _predict(F, chol_Q, b, m, chol_P):
     return matmul_small(F, m) + b, tria(jnp.concatenate([matmul_small(F, chol_P), chol_Q], axis=1))
 
 
+def _predict_wide(F, chol_Q, b, m, U):
+    """:func:`_predict` without its triangularization: the factor ``[F U, chol_Q]``.
+
+    ``U`` may be any factor of ``P`` (``(S, w)``, ``P = U Uᵀ``); the result is ``(S, w + q)``
+    for ``chol_Q`` of ``q`` columns.
+    """
+    return matmul_small(F, m) + b, jnp.concatenate([F @ U, chol_Q], axis=1)
+
+
+# Steps between two triangularizations in :func:`_deferred_steps`.
+_DEFER = 4
+
+
+def _deferred_steps(m, U, steps):
+    """Update and predict for each step in turn, triangularizing only every ``_DEFER``-th.
+
+    For the log-marginal passes with one observation entry: Potter's update
+    (:func:`_update_to_predict`) accepts a factor of ``P`` of any width, and
+    :func:`_predict_wide` widens it by ``chol_Q``'s columns, so ``_DEFER`` steps of products
+    share one triangularization of a wider stack. On the CPU the triangularization's call, not
+    its arithmetic, is most of a step's cost at small state dimensions (docs/performance.md).
+    Exact: the factors differ from the step-by-step ones by orthogonal transformations on the
+    right.
+
+    Args:
+        m: ``(S,)``, the predicted mean of the first step.
+        U: ``(S, S)``, a factor of its covariance.
+        steps: one dict per step (a multiple of ``_DEFER`` of them) with ``F, chol_Q, b, H,
+            chol_R, d, y, observed``.
+
+    Returns:
+        ``(m, U, U_last), log_liks``: the predicted moments after the last step (``U``
+        triangular), the factor the last step started from (wide) and the ``(len(steps),)``
+        log-likelihoods.
+    """
+    log_liks = []
+    for i, step in enumerate(steps):
+        last = U
+        emission = {k: step[k] for k in ("H", "chol_R", "d", "y", "observed")}
+        m_f, U_f, log_lik = _update_to_predict(m, U, **emission)
+        m, U = _predict_wide(step["F"], step["chol_Q"], step["b"], m_f, U_f)
+        if (i + 1) % _DEFER == 0:
+            U = tria(U)
+        log_liks.append(log_lik)
+    return (m, U, last), jnp.stack(log_liks)
+
+
 class _Filtered(NamedTuple):
     means: jax.Array  # (T, S)
     chols: jax.Array  # (T, S, S)

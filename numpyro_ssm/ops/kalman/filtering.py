@@ -30,7 +30,9 @@ from numpyro_ssm.ops.kalman._associative import _parallel_filter
 from numpyro_ssm.ops.kalman._gradient import log_marginal_jvp
 from numpyro_ssm.ops.kalman._steady import settles, steady_log_marginal, steady_predicted
 from numpyro_ssm.ops.kalman._steps import (
+    _DEFER,
     _covariance,
+    _deferred_steps,
     _Filtered,
     _predict,
     _update,
@@ -86,7 +88,9 @@ def _forward(model: _Model, y, observed, keep_moments):
         ``log_liks (T,)``, or ``(predicted_means (T, S), predicted_chols (T, S, S),
         log_liks (T,))`` with ``keep_moments``.
     """
-    T = y.shape[0]
+    T, D = y.shape
+    if not keep_moments and D == 1 and T > _DEFER:
+        return _deferred_log_liks(model, y, observed)
     t_static, t_varying = _split_time(model, _TRANSITION, 0, T - 1)
     e_static, e_varying = _split_time(model, _EMISSION, 0, T)
 
@@ -116,6 +120,42 @@ def _forward(model: _Model, y, observed, keep_moments):
         jnp.concatenate([stacked, final[None]])
         for stacked, final in zip(out, (m, chol_P, log_lik), strict=True)
     )
+
+
+def _deferred_log_liks(model: _Model, y, observed):
+    """:func:`_forward`'s log-liks for one observation entry, by ``_steps._deferred_steps``.
+
+    Returns:
+        ``log_liks (T,)``.
+    """
+    T = y.shape[0]
+    n = -(-T // _DEFER) * _DEFER
+    t_static, t_varying = _split_time(model, _TRANSITION, 0, T - 1)
+    e_static, e_varying = _split_time(model, _EMISSION, 0, T)
+
+    def grouped(x, value=None):
+        # every step runs update and prediction; the steps past the end (and the prediction
+        # after step T) only change the final state, which nothing reads
+        pad = [(0, n - x.shape[0])] + [(0, 0)] * (x.ndim - 1)
+        x = (
+            jnp.pad(x, pad, mode="edge")
+            if value is None
+            else jnp.pad(x, pad, constant_values=value)
+        )
+        return x.reshape((n // _DEFER, _DEFER) + x.shape[1:])
+
+    def group(carry, inputs):
+        steps = [
+            {**t_static, **e_static, **{k: v[i] for k, v in inputs.items()}} for i in range(_DEFER)
+        ]
+        (m, U, _), log_liks = _deferred_steps(*carry, steps)
+        return (m, U), log_liks
+
+    inputs = {k: grouped(v) for k, v in {**t_varying, **e_varying}.items()}
+    inputs["y"] = grouped(y, 0.0)
+    inputs["observed"] = grouped(observed, False)
+    _, log_liks = lax.scan(group, (model.m0, model.chol_P0), inputs)
+    return log_liks.reshape(n)[:T]
 
 
 def _serial_filter(model: _Model, y, observed) -> _Filtered:

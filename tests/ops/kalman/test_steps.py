@@ -3,16 +3,21 @@
 ``_update_to_predict`` is what the log-marginal passes run for one-entry emissions; every
 filter oracle with ``D = 1`` goes through it. Here it is checked alone: the same filtered mean
 and log-likelihood, a factor of the same covariance, for observed and missing entries, zero
-observation noise and a rank-deficient predicted covariance.
+observation noise and a rank-deficient predicted covariance. Then the log-marginal pass that
+lets the factor widen for a few steps between triangularizations, against the dense Gaussian.
 """
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from kalman_cases import close
+from kalman_cases import call, close, make_case
+from oracles import dense_log_marginal
 
-from numpyro_ssm.ops.kalman._steps import _update, _update_to_predict
+from numpyro_ssm.ops import LGSSMParams, kalman_filter, kalman_log_marginal
+from numpyro_ssm.ops.kalman._steps import _DEFER, _update, _update_to_predict
+from numpyro_ssm.ops.kalman.filtering import _deferred_log_liks
+from numpyro_ssm.ops.kalman.params import _inputs as _model_inputs
 
 jax.config.update("jax_enable_x64", True)
 
@@ -64,3 +69,24 @@ def test_wider_emissions_take_the_triangular_update():
     )
     for a, b in zip(_update(*args), _update_to_predict(*args), strict=True):
         close(a, b, rtol=0, atol=0)
+
+
+# T: shorter than a group (the step-by-step loop), a whole number of groups, and one group
+# and a bit (padding steps after the last one)
+@pytest.mark.parametrize("T", [3, 8, 11])
+def test_log_marginal_triangularizing_every_few_steps_matches_dense_gaussian(T):
+    """``kalman_log_marginal`` with one entry triangularizes every ``_DEFER`` steps
+    (``_steps._deferred_steps``): time-varying parameters, a missing step, a
+    rank-deficient process noise and a factor of ``Q`` of another width than ``S``."""
+    assert _DEFER == 4
+    params, y, mask = make_case(5, S=4, D=1, T=T, missing="steps")
+    chol_Q = np.asarray(params["transition_scale_tril"]).copy()
+    chol_Q[..., :, 1] = 0.0  # rank 3
+    params["transition_scale_tril"] = chol_Q
+    value = call(kalman_log_marginal, params, y, obs_mask=mask)
+    close(value, dense_log_marginal(params, y, mask), rtol=1e-10)
+    # the loop itself, with Q given as a (4, 3) factor: the same log-likelihoods
+    model, yy, observed = _model_inputs(LGSSMParams(**params), jnp.asarray(y), mask, "test")
+    thin = model._replace(varying={**model.varying, "chol_Q": jnp.asarray(chol_Q[..., [0, 2, 3]])})
+    per_step = jnp.sum(call(kalman_filter, params, y, obs_mask=mask).log_likelihood_increments)
+    close(jnp.sum(_deferred_log_liks(thin, yy, observed)), per_step, rtol=1e-10)
