@@ -8,7 +8,10 @@ predicted ``N(m_t, U_t U_tᵀ)``; step ``t`` conditions on ``y_t`` with one tria
 keeps only predicted moments (the filtered ones are recomputed after it, vectorized), so with
 one observation entry it conditions without the first triangularization: Potter's rank-one
 square-root update gives a factor of ``P_f`` that is square but not triangular, which the
-prediction's triangularization accepts (``_steps._update_to_predict``).
+prediction's triangularization accepts (``_steps._update_to_predict``). The value alone goes
+further: Potter's update takes a factor of any width, so the prediction appends ``chol Q``'s
+columns without triangularizing, and one triangularization serves four steps
+(``_steps._deferred_steps``).
 ``parallel=True`` runs the associative scan of :mod:`numpyro_ssm.ops.kalman._associative`.
 The tests hold the two schedules equal.
 

@@ -36,19 +36,23 @@ def transition_linearization(model: _Model, rule, m, chol_P, u_next, chol_Q):
     return lin.matrix, _with_noise(lin.residual, chol_Q), lin.offset
 
 
-def predict(model: _Model, rule, m, chol_P, u_next, chol_Q):
+def predict(model: _Model, rule, m, chol_P, u_next, chol_Q, wide=False):
     """The predicted ``N(m', U')`` of ``z_{t+1}`` from the filtered ``N(m, chol_P)``."""
-    return predict_from(model.params, rule, m, chol_P, u_next, chol_Q)
+    return predict_from(model.params, rule, m, chol_P, u_next, chol_Q, wide)
 
 
-def predict_from(params, rule, m, chol_P, u_next, chol_Q):
+def predict_from(params, rule, m, chol_P, u_next, chol_Q, wide=False):
     """:func:`predict` for a parameter container (its ``transition_fn`` and ``params``).
 
     ``chol_P`` may be any square factor for the Taylor rule (Potter's update gives one).
+    ``wide``: ``U'`` is the stack ``[A L, residual, chol_Q]`` itself, not triangularized: a
+    factor of the predicted covariance with more columns than rows, for an update that
+    triangularizes it with the emission's (:func:`update`, Taylor rule, several entries).
     """
     reg = regress(rule, lambda z: params.transition_fn(z, u_next, params.params), m, chol_P)
     noise = chol_Q if reg.residual is None else jnp.concatenate([reg.residual, chol_Q], axis=1)
-    return reg.mean, tria(jnp.concatenate([reg.factor, noise], axis=1))
+    factor = jnp.concatenate([reg.factor, noise], axis=1)
+    return reg.mean, factor if wide else tria(factor)
 
 
 def _emission(model: _Model, rule, fit, m, chol_P, u, chol_R):

@@ -33,7 +33,7 @@ from numpyro_ssm.ops.nonlinear.params import (
     _inputs,
     _Model,
 )
-from numpyro_ssm.ops.nonlinear.rules import get_rule
+from numpyro_ssm.ops.nonlinear.rules import Taylor, get_rule
 
 __all__ = ["nonlinear_filter", "nonlinear_predict", "nonlinear_predictive_moments"]
 
@@ -86,11 +86,22 @@ def _forward(model: _Model, rule, y, observed, iterations, keep_moments):
             to_predict=not keep_moments,
         )
         chol_Q = xs.get("chol_Q", model.chol_Q)
-        carry = _steps.predict(model, rule, m_f, chol_f, u_next, chol_Q)
+        carry = _steps.predict(model, rule, m_f, chol_f, u_next, chol_Q, wide)
         out = (m, chol_P, m_f, chol_f, log_lik) if keep_moments else log_lik
         return carry, out
 
     init = (jnp.asarray(p.initial_mean), jnp.asarray(p.initial_scale_tril, p.initial_mean.dtype))
+    # The EKF's log-marginal pass with several entries: the update triangularizes the stack of
+    # the emission and the predicted factor anyway (a factor of any width), so the prediction
+    # leaves [J U_f, chol_Q] wide and one triangularization a step does the work of two.
+    # (One entry takes Potter's update instead, which keeps the factor's width.)
+    wide = (
+        not keep_moments and isinstance(rule, Taylor) and not model.generalized and y.shape[1] > 1
+    )
+    if wide:  # the carry has the prediction's width from the start
+        m0, U0 = init
+        pad = jnp.zeros((U0.shape[0], model.chol_Q.shape[-1]), U0.dtype)
+        init = (m0, jnp.concatenate([U0, pad], axis=1))
     if not keep_moments:
         # Reverse mode recomputes each step from the carry instead of stacking its residuals.
         step = jax.checkpoint(step)
