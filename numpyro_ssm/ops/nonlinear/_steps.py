@@ -19,7 +19,13 @@ from jax.scipy.special import logsumexp
 from numpyro_ssm.ops.kalman._steps import _update, _update_factored
 from numpyro_ssm.ops.linalg import chol_logdet, solve_lower, tria
 from numpyro_ssm.ops.nonlinear.params import _Model
-from numpyro_ssm.ops.nonlinear.rules import Taylor, linearize, regress, sigma_points
+from numpyro_ssm.ops.nonlinear.rules import (
+    Taylor,
+    joint_factor,
+    linearize,
+    regress,
+    sigma_points,
+)
 
 
 def _with_noise(residual, chol_noise):
@@ -45,14 +51,13 @@ def predict_from(params, rule, m, chol_P, u_next, chol_Q, wide=False):
     """:func:`predict` for a parameter container (its ``transition_fn`` and ``params``).
 
     ``chol_P`` may be any square factor for the Taylor rule (Potter's update gives one).
-    ``wide``: ``U'`` is the stack ``[A L, residual, chol_Q]`` itself, not triangularized: a
+    ``wide``: ``U'`` is the stack ``[J U, chol_Q]`` itself, not triangularized: a
     factor of the predicted covariance with more columns than rows, for an update that
     triangularizes it with the emission's (:func:`update`, Taylor rule, several entries).
     """
-    reg = regress(rule, lambda z: params.transition_fn(z, u_next, params.params), m, chol_P)
-    noise = chol_Q if reg.residual is None else jnp.concatenate([reg.residual, chol_Q], axis=1)
-    factor = jnp.concatenate([reg.factor, noise], axis=1)
-    return reg.mean, factor if wide else tria(factor)
+    joint = joint_factor(rule, lambda z: params.transition_fn(z, u_next, params.params), m, chol_P)
+    factor = jnp.concatenate([joint.output, chol_Q], axis=1)
+    return joint.mean, factor if wide else tria(factor)
 
 
 def _emission(model: _Model, rule, fit, m, chol_P, u, chol_R):
@@ -88,10 +93,12 @@ def emission_linearization(model: _Model, rule, m, chol_P, u, chol_R):
 def update(model: _Model, rule, m, chol_P, y, observed, u, chol_R, iterations, to_predict=False):
     """Condition the predicted ``N(m, chol_P)`` on ``y_t``, relinearizing ``iterations`` times.
 
-    The first linearization is at the predicted belief itself, so the step takes ``H U`` and
-    ``ŷ`` from the rule (:func:`~numpyro_ssm.ops.nonlinear.rules.regress`) without solving for
-    ``H``. Iteration ``k > 1`` linearizes the emission for the previous iteration's posterior
-    and conditions the *predicted* belief again (the iterated extended / posterior-linearization
+    The first linearization is at the predicted belief itself, so the step conditions with the
+    rule's factor of the joint covariance of ``(z, h(z))`` and ``ŷ``
+    (:func:`~numpyro_ssm.ops.nonlinear.rules.joint_factor`; for generalized emissions ``H U``
+    from :func:`~numpyro_ssm.ops.nonlinear.rules.regress`), without solving for ``H``.
+    Iteration ``k > 1`` linearizes the emission for the previous iteration's posterior and
+    conditions the *predicted* belief again (the iterated extended / posterior-linearization
     update: Gauss–Newton on the update for the Taylor rule).
 
     With ``to_predict`` (the filtered factor only feeds the Taylor rule's prediction, as in
@@ -103,9 +110,15 @@ def update(model: _Model, rule, m, chol_P, y, observed, u, chol_R, iterations, t
         ``(m_f, chol_f, log_lik)``: the filtered moments and ``log p(y_t | y_{1:t-1})``.
     """
     potter = to_predict and iterations == 1 and isinstance(rule, Taylor) and not model.generalized
-    reg, chol_noise = _emission(model, rule, regress, m, chol_P, u, chol_R)
+    if model.generalized:
+        reg, chol_noise = _emission(model, rule, regress, m, chol_P, u, chol_R)
+        state, output, y_hat = chol_P, reg.factor, reg.mean
+    else:  # the joint factor of (z, h(z)) next to chol_R: one triangularization
+        p = model.params
+        joint = joint_factor(rule, lambda z: p.emission_fn(z, u, p.params), m, chol_P)
+        state, output, y_hat, chol_noise = joint.state, joint.output, joint.mean, chol_R
     m_lin, chol_lin, log_lik = _update_factored(
-        m, chol_P, reg.factor, chol_noise, reg.mean, y, observed, to_predict=potter
+        m, state, output, chol_noise, y_hat, y, observed, to_predict=potter
     )
     for _ in range(iterations - 1):
         H, chol_noise, d = emission_linearization(model, rule, m_lin, chol_lin, u, chol_R)

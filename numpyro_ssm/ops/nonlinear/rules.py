@@ -50,6 +50,7 @@ from numpyro_ssm.ops.linalg import matmul_small, solve_lower_transpose
 __all__ = [
     "METHODS",
     "GaussHermite",
+    "JointFactor",
     "Linearization",
     "Regression",
     "SigmaPoints",
@@ -57,6 +58,7 @@ __all__ = [
     "Taylor",
     "Unscented",
     "get_rule",
+    "joint_factor",
     "linearize",
     "regress",
     "sigma_points",
@@ -279,6 +281,56 @@ def regress(rule, fn, mean, chol, has_aux=False):
         jac, value, aux = _taylor(fn, mean)
         return Regression(matmul_small(jac, chol), value, None), aux
     return _sigma_regression(rule, fn, mean, chol)
+
+
+class JointFactor(NamedTuple):
+    """A factor of the joint covariance of ``(z, g(z))`` under a rule, and ``E[g(z)]``.
+
+    ``[state; output]`` times its transpose is ``[[P, Cov(z, g)], [Cov(g, z), Cov(g)]]`` as
+    the rule computes them: for the sigma-point rules the weighted deviations of the points,
+    ``L ξ_i √w_i`` and ``(g(χ_i) - ĝ) √w_i`` (the rules' ``Σ w_i ξ_i ξ_iᵀ = I`` makes the
+    first a factor of ``P``); for the Taylor rule ``L`` and ``J L``, the linearized model.
+
+    Attributes:
+        state: shape ``(S, N)``.
+        output: shape ``(G, N)``.
+        mean: shape ``(G,)``, the rule's ``E[g(z)]``.
+    """
+
+    state: jax.Array
+    output: jax.Array
+    mean: jax.Array
+
+
+def joint_factor(rule, fn, mean, chol) -> JointFactor:
+    """The :class:`JointFactor` of ``(z, fn(z))`` for ``z ~ N(mean, chol cholᵀ)``.
+
+    A conditioning step needs nothing else: stacked with the noise factor it gives the
+    innovation factor, the gain and the conditional factor in one triangularization, and
+    ``[output, chol_Q]`` is a factor of a prediction's covariance. It equals the regression's
+    ``[A L, residual]`` (:func:`regress`) in the Gram sense, without forming ``A L`` or the
+    residual, and with ``N`` columns where those have ``S + N``.
+
+    Args:
+        rule: as :func:`linearize`.
+        fn: ``z (S,) -> (G,)``.
+        mean: shape ``(S,)``.
+        chol: shape ``(S, S)``, a factor of the covariance: triangular for the sigma-point
+            rules (their points are placed by it), any width for Taylor.
+
+    Returns:
+        A :class:`JointFactor`, ``N = 2S + 1`` (unscented), ``n^S`` (Gauss–Hermite), ``2S``
+        (cubature) or ``chol``'s width (Taylor).
+    """
+    if isinstance(rule, Taylor):
+        jac, value, _ = _taylor(lambda z: (fn(z), None), mean)
+        return JointFactor(chol, matmul_small(jac, chol), value)
+    pts = sigma_points(rule, mean, chol)
+    values = jax.vmap(fn)(pts.points)  # (N, G)
+    g_mean = matmul_small(values.T, pts.mean_weights)
+    sqrt_w = jnp.sqrt(pts.cov_weights)
+    state = matmul_small(chol, (pts.unit * sqrt_w[:, None]).T)
+    return JointFactor(state, ((values - g_mean) * sqrt_w[:, None]).T, g_mean)
 
 
 def _taylor(fn, mean):

@@ -17,7 +17,7 @@ from numpyro_ssm.ops.nonlinear import (
     linearize,
     sigma_points,
 )
-from numpyro_ssm.ops.nonlinear.rules import regress
+from numpyro_ssm.ops.nonlinear.rules import joint_factor, regress
 
 MEAN = np.array([0.3, -0.7])
 CHOL = np.array([[0.9, 0.0], [0.4, 0.6]])
@@ -111,6 +111,56 @@ def test_regression_is_the_exact_moments_times_the_factor(rule):
         turned = regress(rule, g, jnp.asarray(MEAN), jnp.asarray(CHOL @ rotation))
         np.testing.assert_allclose(turned.factor, grad_mean @ CHOL @ rotation, rtol=1e-14)
         assert turned.residual is None
+
+
+# Unscented(1, 2, 1): a covariance weight of the centre point (7/3) unlike its mean weight (1/3)
+@pytest.mark.parametrize(
+    "rule",
+    [Taylor(), Unscented(), Unscented(1.0, 2.0, 1.0), GaussHermite(3), SphericalCubature()],
+)
+def test_joint_factor_is_the_joint_covariance_of_the_rule(rule):
+    """``joint_factor`` times its transpose is the joint covariance of ``(z, g(z))``.
+
+    Oracle: the exact moments of the quadratic ``g`` (``gaussian_moment``) for the
+    Gauss–Hermite rule of order 3, exact up to degree 5 (``Cov(g)`` needs degree 4). Every rule:
+    the same Gram matrix as its regression ``[A L, residual]`` and ``[L, 0]``, and the same
+    mean.
+    """
+
+    def g(z):
+        return jnp.stack([z[0] * z[1], z[0] ** 2])
+
+    joint = joint_factor(rule, g, jnp.asarray(MEAN), jnp.asarray(CHOL))
+    stacked = np.concatenate([joint.state, joint.output])
+    gram = stacked @ stacked.T
+    reg = regress(rule, g, jnp.asarray(MEAN), jnp.asarray(CHOL))
+    residual = np.zeros((2, 1)) if reg.residual is None else np.asarray(reg.residual)
+    width = residual.shape[1]
+    regression = np.block(
+        [[CHOL, np.zeros((2, width))], [np.asarray(reg.factor), residual]]
+    )  # [[L, 0], [A L, residual]]
+    np.testing.assert_allclose(gram, regression @ regression.T, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(joint.mean, reg.mean, rtol=1e-12, atol=1e-12)
+    if isinstance(rule, GaussHermite):
+        powers = [(1, 1), (2, 0)]  # g's monomials
+        mean_g = np.array([gaussian_moment(MEAN, COV, p) for p in powers])
+        second = np.array(
+            [[gaussian_moment(MEAN, COV, np.add(p, q)) for q in powers] for p in powers]
+        )
+        cross = np.array(  # E[z_i g_j]
+            [
+                [gaussian_moment(MEAN, COV, np.add(p, e)) for p in powers]
+                for e in np.eye(2, dtype=int)
+            ]
+        )
+        exact = np.block(
+            [
+                [COV, cross - np.outer(MEAN, mean_g)],
+                [(cross - np.outer(MEAN, mean_g)).T, second - np.outer(mean_g, mean_g)],
+            ]
+        )
+        np.testing.assert_allclose(gram, exact, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(joint.mean, mean_g, rtol=1e-12, atol=1e-12)
 
 
 def test_rule_names_and_bad_settings():
