@@ -19,7 +19,8 @@ Two models, because no peer fits both:
 
 Printed: each one's log-likelihood, the median time of one compiled evaluation of the value and
 of value-and-gradient (JAX) or of the value (statsmodels), and the ratio to ours on the same
-model, with the load average. Run ``python -m benchmarks.sts``.
+model, with the load average. Run ``python -m benchmarks.sts``; ``--alternate N`` adds the
+example's value ratio to statsmodels as the median of ``N`` alternated single calls.
 
 ``--nuts``: NumPyro NUTS on TFP's model with the example's HalfNormal priors on the four scales,
 once with our distribution as the observed site and once with ``tfp.sts``'s ``log_prob`` in a
@@ -242,8 +243,8 @@ def nuts(args):
     )
 
 
-def _statsmodels(y, scales):
-    """statsmodels' exact diffuse value of the example's model: ``(log-lik, seconds)``."""
+def _statsmodels_model(y, scales):
+    """statsmodels' exact diffuse model of the example's: ``(log-lik, model, parameters)``."""
     from statsmodels.tsa.statespace.structural import UnobservedComponents
 
     mod = UnobservedComponents(
@@ -257,7 +258,29 @@ def _statsmodels(y, scales):
         "sigma2.seasonal": season**2,
     }
     params = np.array([values[n] for n in mod.param_names])
-    return float(mod.loglike(params)), _median_time(mod.loglike, params)
+    return float(mod.loglike(params)), mod, params
+
+
+def _statsmodels(y, scales):
+    """statsmodels' exact diffuse value of the example's model: ``(log-lik, seconds)``."""
+    ll, mod, params = _statsmodels_model(y, scales)
+    return ll, _median_time(mod.loglike, params)
+
+
+def alternated_value_ratios(ours_value, mod, sm_params, scales, pairs):
+    """``pairs`` ratios of one call of our compiled value over the next statsmodels ``loglike``.
+
+    On a machine whose speed drifts, neighbouring calls compare more steadily than two medians
+    taken apart.
+    """
+    ratios = []
+    for _ in range(pairs):
+        start = time.perf_counter()
+        jax.block_until_ready(ours_value(scales))
+        middle = time.perf_counter()
+        mod.loglike(sm_params)
+        ratios.append((middle - start) / (time.perf_counter() - middle))
+    return ratios
 
 
 def main():
@@ -267,6 +290,13 @@ def main():
     parser.add_argument("--warmup", type=int, default=500)
     parser.add_argument("--samples", type=int, default=500)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--alternate",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also the example's value ratio to statsmodels as the median of N alternated calls",
+    )
     args = parser.parse_args()
     if args.nuts:
         return nuts(args)
@@ -299,6 +329,16 @@ def main():
                 f"{label:9s} {name:12s} {ll:14.6f} {1e3 * t_value:11.3f} "
                 f"{t_value / base[0]:6.2f} {1e3 * t_grad:12.3f} {t_grad / base[1]:6.2f}{same}"
             )
+    if args.alternate:
+        _, mod, sm_params = _statsmodels_model(y, scales)
+        ratios = alternated_value_ratios(
+            jax.jit(ours(example_structure, y)), mod, sm_params, scales, args.alternate
+        )
+        print(
+            f"example value, ours / statsmodels, median of {args.alternate} alternated calls: "
+            f"{np.median(ratios):.2f} (quartiles {np.quantile(ratios, 0.25):.2f}, "
+            f"{np.quantile(ratios, 0.75):.2f})"
+        )
     print(f"load average after: {os.getloadavg()[0]:.1f}")
 
 
