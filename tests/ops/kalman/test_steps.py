@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from kalman_cases import call, close, make_case
-from oracles import dense_log_marginal
+from oracles import dense_log_marginal, random_lgssm
 
 from numpyro_ssm.ops import LGSSMParams, kalman_filter, kalman_log_marginal
 from numpyro_ssm.ops.kalman._steps import _DEFER, _update, _update_to_predict
@@ -90,3 +90,18 @@ def test_log_marginal_triangularizing_every_few_steps_matches_dense_gaussian(T):
     thin = model._replace(varying={**model.varying, "chol_Q": jnp.asarray(chol_Q[..., [0, 2, 3]])})
     per_step = jnp.sum(call(kalman_filter, params, y, obs_mask=mask).log_likelihood_increments)
     close(jnp.sum(_deferred_log_liks(thin, yy, observed)), per_step, rtol=1e-10)
+
+
+# T = 300: the plain pass; T = 600: the settled pass's first phase (both defer with D = 1)
+@pytest.mark.parametrize("T", [300, 600])
+def test_log_marginal_triangularizing_every_few_steps_in_float32(T):
+    """float32 with x64 off, as a float32 user runs it, against the float64 per-step filter."""
+    rng = np.random.default_rng(7)
+    params = random_lgssm(rng, 5, 1, T, time_varying=False)
+    y = rng.normal(size=(T, 1)) * 2.0
+    ref = jnp.sum(call(kalman_filter, params, y).log_likelihood_increments)
+    args32 = [np.asarray(params.get(k), np.float32) for k in LGSSMParams._fields]
+    with jax.enable_x64(False):
+        value = jax.jit(kalman_log_marginal)(LGSSMParams(*args32), np.asarray(y, np.float32))
+        assert value.dtype == jnp.float32
+    close(value, ref, rtol=2e-5)
