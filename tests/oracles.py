@@ -145,6 +145,12 @@ def _full(params, T):
         "emission_bias": 1,
     }
     out = dict(p)
+    # a thin (S, q) transition factor as the square one with zero columns: the same Q
+    L = p["transition_scale_tril"]
+    out["transition_scale_tril"] = np.concatenate(
+        [L, np.zeros(L.shape[:-1] + (S - L.shape[-1],))], axis=-1
+    )
+    p["transition_scale_tril"] = out["transition_scale_tril"]
     for name, nd in base.items():
         n = T - 1 if name.startswith("transition") else T
         a = p[name]

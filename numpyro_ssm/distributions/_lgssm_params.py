@@ -54,9 +54,11 @@ def _lgssm_shapes(shapes, num_steps, obs_mask_shape):
             f"initial_mean {m0}), got {H}."
         )
     D = H[-2]
+    Q = shapes["transition_scale_tril"]
+    q = Q[-1] if Q is not None and len(Q) >= 2 and 1 <= Q[-1] <= S else S  # (S, q) factors
     expected = {
         "initial_scale_tril": (S, S),
-        "transition_scale_tril": (S, S),
+        "transition_scale_tril": (S, q),
         "transition_bias": (S,),
         "emission_scale_tril": (D, D),
         "emission_bias": (D,),
@@ -67,6 +69,8 @@ def _lgssm_shapes(shapes, num_steps, obs_mask_shape):
             continue
         if shape[len(shape) - len(event) :] != event or len(shape) < len(event):
             pretty = name.replace("_scale_tril", "_cov/_scale_tril")
+            if name == "transition_scale_tril":
+                event = f"({S}, {S}), or ({S}, q) with 1 <= q <= {S} for a scale_tril"
             raise ValueError(
                 f"{pretty} must have shape (...,) + {event} to match the state dim S={S} and "
                 f"observation dim D={D}, got {shape}."

@@ -31,9 +31,8 @@ class _LowerCholeskyPSD(constraints._SingletonConstraint):
         return lower & jnp.all(diag >= 0, axis=-1) & jnp.all(jnp.isfinite(x), axis=(-2, -1))
 
     def feasible_like(self, prototype):
-        return jnp.broadcast_to(
-            jnp.eye(prototype.shape[-1], dtype=prototype.dtype), prototype.shape
-        )
+        rows, cols = prototype.shape[-2:]  # thin (S, q) factors too
+        return jnp.broadcast_to(jnp.eye(rows, cols, dtype=prototype.dtype), prototype.shape)
 
 
 class _LogProbabilityVector(constraints._SingletonConstraint):

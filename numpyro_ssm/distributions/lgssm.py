@@ -75,7 +75,10 @@ class LinearGaussianSSM(LGSSMPosteriorMixin, StateSpaceModel):
             ``Q_t``, e.g. a noiseless level); a singular ``transition_cov`` has no Cholesky
             factor.
         transition_scale_tril: shape like ``transition_cov``, a lower-triangular factor of
-            ``Q_t`` with a non-negative diagonal.
+            ``Q_t`` with a non-negative diagonal; or thin, ``(S, q)`` (time axis as
+            ``transition_cov``) with ``1 <= q <= S`` and zeros above the diagonal, one column per
+            independent noise (as :class:`~numpyro_ssm.ops.LGSSMParams`): narrower stacks to
+            triangularize when only ``q`` directions get noise.
         emission_cov: shape ``(D, D)`` or ``(..., T | 1, D, D)``, ``R_t`` (positive definite).
         emission_scale_tril: shape like ``emission_cov``, ``chol(R_t)``.
         transition_bias: shape ``(S,)`` or ``(..., T-1 | 1, S)``, ``b_t``; zeros by default.
@@ -292,6 +295,13 @@ class LinearGaussianSSM(LGSSMPosteriorMixin, StateSpaceModel):
             "emission_bias": emission_bias,
         }
         shapes = {k: None if v is None else tuple(v) for k, v in shapes.items()}
+        if transition_cov is not None and (
+            len(transition_cov) < 2 or transition_cov[-1] != transition_cov[-2]
+        ):
+            raise ValueError(
+                "transition_cov must be square, shape (..., S, S), got "
+                f"{tuple(transition_cov)}; a thin (S, q) factor goes in transition_scale_tril."
+            )
         for prefix in _PAIRS:
             if shapes[f"{prefix}_scale_tril"] is None:
                 raise ValueError(f"LinearGaussianSSM needs {prefix}_cov or {prefix}_scale_tril.")

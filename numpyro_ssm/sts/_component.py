@@ -29,12 +29,14 @@ class Component:
         name: the component's name (the ``component`` coordinate of a decomposition).
         params: the block as :class:`~numpyro_ssm.ops.LGSSMParams` with ``s`` states and one
             observed series: ``initial_mean (s,)``, ``initial_scale_tril (s, s)``,
-            ``transition_matrix`` and ``transition_scale_tril`` ``(s, s)`` or
-            ``(T' - 1, s, s)``, ``emission_matrix`` ``(1, s)`` or ``(T', 1, s)`` (the
-            component's columns of the emission row), ``emission_scale_tril (1, 1)`` (zero but
-            for the observation noise) and ``emission_bias`` None, ``(1,)`` or ``(T', 1)`` (a
-            static regression's effect). ``T'`` is the length of the covariates: it may run past
-            the observed series into the forecast horizon.
+            ``transition_matrix`` ``(s, s)`` or ``(T' - 1, s, s)``, ``transition_scale_tril``
+            ``(s, q)`` or ``(T' - 1, s, q)`` (one column per noise: ``q = 1`` for a dummy
+            seasonal or an AR(p), ``0`` for a block without states), ``emission_matrix``
+            ``(1, s)`` or ``(T', 1, s)`` (the component's columns of the emission row),
+            ``emission_scale_tril (1, 1)`` (zero but for the observation noise) and
+            ``emission_bias`` None, ``(1,)`` or ``(T', 1)`` (a static regression's effect).
+            ``T'`` is the length of the covariates: it may run past the observed series into
+            the forecast horizon.
         diffuse_states: ``(s,)`` bools, True for states with a diffuse initial distribution.
         state_names: ``(s,)`` names of the states, e.g. ``("level", "slope")``.
         weak_dtype: True when the block was built from Python numbers only: it then takes the

@@ -170,13 +170,17 @@ class StructuralTimeSeries:
         n_t = max(num_steps - 1, 1)
         lead_t = (n_t,) if varying_t else ()
         F = jnp.zeros(lead_t + (S, S), dtype)
-        chol_Q = jnp.zeros(lead_t + (S, S), dtype)
-        for c, p in zip(comps, ps, strict=True):
+        # the noise factors side by side: (S, q) with one column per noise of a component
+        widths = [p.transition_scale_tril.shape[-1] for p in ps]
+        chol_Q = jnp.zeros(lead_t + (S, max(sum(widths), 1)), dtype)
+        column = 0
+        for c, p, q in zip(comps, ps, widths, strict=True):
             sl = self.state_slices[c.name]
             F = F.at[..., sl, sl].set(self._window(p.transition_matrix, 2, start, n_t, varying_t))
-            chol_Q = chol_Q.at[..., sl, sl].set(
+            chol_Q = chol_Q.at[..., sl, column : column + q].set(
                 self._window(p.transition_scale_tril, 2, start, n_t, varying_t)
             )
+            column += q
         H = jnp.concatenate(
             [self._window(p.emission_matrix, 2, start, num_steps, varying_e) for p in ps], axis=-1
         )

@@ -82,7 +82,7 @@ def seasonal(
         s = int(_check_period(name, period, integer=True)) - 1
         F = jnp.zeros((s, s), dtype).at[0].set(-1.0)
         F = F.at[jnp.arange(1, s), jnp.arange(s - 1)].set(1.0)
-        chol_Q = jnp.zeros((s, s), dtype).at[0, 0].set(sd)
+        chol_Q = jnp.zeros((s, 1), dtype).at[0, 0].set(sd)  # one noise, on the newest effect
         H = jnp.zeros((1, s), dtype).at[0, 0].set(1.0)
         names = tuple(f"gamma_{i}" for i in range(s))
     elif form == "trigonometric":

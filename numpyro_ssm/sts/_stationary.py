@@ -63,7 +63,7 @@ def autoregressive(
     sd = checked_scale(name, "noise_scale", noise_scale, dtype)
     F = jnp.zeros((p, p), dtype).at[0].set(phi)
     F = F.at[jnp.arange(1, p), jnp.arange(p - 1)].set(1.0)
-    chol_Q = jnp.zeros((p, p), dtype).at[0, 0].set(sd)
+    chol_Q = jnp.zeros((p, 1), dtype).at[0, 0].set(sd)  # one noise, on the newest lag
     if initial_scale is None and is_concrete(phi):
         roots = np.abs(np.linalg.eigvals(np.asarray(F, float)))
         if roots.max() >= 1:

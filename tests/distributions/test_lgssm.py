@@ -142,6 +142,29 @@ def test_forecast_matches_dense_conditional():
     close(f.log_prob(future), multivariate_normal(mean, covariance).logpdf(future.reshape(-1)))
 
 
+@pytest.mark.parametrize("parallel", [False, True], ids=["serial", "parallel"])
+def test_thin_transition_factor(parallel):
+    """A ``(S, q)`` noise factor: the dense Gaussian's log-density, forecasts and draws."""
+    rng = np.random.default_rng(8)
+    T, h, S, D = 6, 3, 3, 1
+    params = random_lgssm(rng, S, D, T, time_varying=False)
+    params["transition_scale_tril"] = params["transition_scale_tril"][:, :1]  # (3, 1)
+    d = make(params, num_steps=T, parallel=parallel, validate_args=True)
+    y = rng.normal(size=(2, T, D))
+    close(d.log_prob(y), [dense_log_marginal(params, yy) for yy in y])
+    close(d.transition_cov, cov(params["transition_scale_tril"]))
+    assert d.sample(jax.random.key(0), (4,)).shape == (4, T, D)
+    # the forecast (built from Q itself) against the dense conditional, as for square factors
+    _, _, my, cy, _ = dense_joint(params, T + h)
+    past, fut = np.arange(T * D), np.arange(T * D, (T + h) * D)
+    gain = cy[np.ix_(fut, past)] @ np.linalg.inv(cy[np.ix_(past, past)])
+    close(d.forecast(y[0], h).mean.reshape(-1), my[fut] + gain @ (y[0].reshape(-1) - my[past]))
+    above = np.zeros((S, 2))
+    above[0, 1] = 1.0  # an entry above the diagonal: not lower-trapezoidal
+    with pytest.raises(ValueError, match="transition_scale_tril"):
+        make({**params, "transition_scale_tril": above}, num_steps=T, validate_args=True)
+
+
 def test_forecast_time_varying_needs_future_parameters():
     rng = np.random.default_rng(6)
     T, h, S, D = 5, 2, 2, 1
@@ -218,6 +241,11 @@ def build(**changes):
         (dict(emission_cov=np.eye(2)), r"emission_cov/_scale_tril.*\(2, 2\)"),
         (dict(initial_cov=np.eye(3)), r"initial_cov/_scale_tril.*\(3, 3\)"),
         (dict(transition_scale_tril=np.eye(2)), "exactly one of transition_cov and"),
+        (dict(transition_cov=np.ones((2, 1))), r"transition_cov must be square.*\(2, 1\)"),
+        (
+            dict(transition_cov=None, transition_scale_tril=np.ones((2, 3))),
+            r"transition_cov/_scale_tril.*\(2, q\) with 1 <= q <= 2.*\(2, 3\)",
+        ),
         (dict(emission_cov=None), "exactly one of emission_cov and emission_scale_tril"),
         (
             dict(transition_matrix=np.ones((5, S, S))),

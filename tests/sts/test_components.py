@@ -214,7 +214,8 @@ def test_sum_of_builders_is_the_hand_written_model():
     chol_Q = np.diag([level, slope, seas, 0.0, 0.0])
     H = np.array([[1.0, 0, 1, 0, 0]])
     close(p.transition_matrix, F, rtol=0, atol=0)
-    close(p.transition_scale_tril, chol_Q, rtol=0, atol=0)
+    # the stacked factor keeps one column per noise (level, slope, seasonal): Q's thin factor
+    close(p.transition_scale_tril, chol_Q[:, :3], rtol=0, atol=0)
     close(p.emission_matrix, H, rtol=0, atol=0)
     close(p.emission_scale_tril, [[noise]], rtol=0, atol=0)
     assert model.diffuse_states == (True,) * 5

@@ -42,9 +42,13 @@ class LGSSMParams(NamedTuple):
             ``Cov[z_1] = U_0 U_0ᵀ``. Zeros on the diagonal (exactly known states) are allowed.
         transition_matrix: shape ``(S, S)`` or ``(T-1, S, S)``, ``F_t`` in
             ``z_{t+1} = F_t z_t + b_t + w_t``.
-        transition_scale_tril: shape ``(S, S)`` or ``(T-1, S, S)``, lower-triangular factor of
-            ``Q_t = Cov[w_t]``; may be rank-deficient (zeros on the diagonal: a noiseless level,
-            a fixed seasonal).
+        transition_scale_tril: shape ``(S, q)`` or ``(T-1, S, q)`` with ``1 <= q <= S``: a
+            factor ``L_t`` of ``Q_t = Cov[w_t] = L_t L_tᵀ``, lower-triangular when square.
+            ``Q_t`` may be rank-deficient: zeros on the diagonal (a noiseless level, a fixed
+            seasonal), or fewer columns than states, one per independent noise (statsmodels'
+            selection matrix times the noises' factor): a dummy seasonal of period 12 drives
+            one of its 11 states, so ``(11, 1)``. The thin form gives every step narrower
+            stacks to triangularize.
         emission_matrix: shape ``(D, S)`` or ``(T, D, S)``, ``H_t`` in
             ``y_t = H_t z_t + d_t + v_t``.
         emission_scale_tril: shape ``(D, D)`` or ``(T, D, D)``, lower-triangular factor of
@@ -100,7 +104,8 @@ def lgssm_params(
         initial_cov: ``P_0``, or give ``initial_scale_tril``.
         initial_scale_tril: a lower-triangular factor of ``P_0``.
         transition_cov: ``Q_t``, or give ``transition_scale_tril``.
-        transition_scale_tril: a lower-triangular factor of ``Q_t``.
+        transition_scale_tril: a factor of ``Q_t``, lower-triangular or ``(S, q)`` (see
+            :class:`LGSSMParams`).
         emission_cov: ``R_t``, or give ``emission_scale_tril``.
         emission_scale_tril: a lower-triangular factor of ``R_t``.
         transition_bias: ``b_t``, or None for zeros.
@@ -195,16 +200,19 @@ def _prepare(params: LGSSMParams, num_steps, fn_name="kalman ops") -> _Model:
         "chol_R": jnp.asarray(params.emission_scale_tril),
         "d": jnp.zeros((D,), dtype) if d is None else jnp.asarray(d),
     }
-    events = {"F": (S, S), "chol_Q": (S, S), "b": (S,), "H": (D, S), "chol_R": (D, D), "d": (D,)}
+    q = arrays["chol_Q"].shape[-1] if arrays["chol_Q"].ndim >= 2 else -1
+    q = q if 1 <= q <= S else S  # a factor of 1 to S columns; anything else is reported as (S, S)
+    events = {"F": (S, S), "chol_Q": (S, q), "b": (S,), "H": (D, S), "chol_R": (D, D), "d": (D,)}
     T = num_steps
     static, varying = {}, {}
     for name, arr in arrays.items():
         ndim, offset = {**_TRANSITION, **_EMISSION}[name]
         time = "T-1" if offset else "T"
         if arr.shape[arr.ndim - ndim :] != events[name] or arr.ndim > ndim + 1:
+            event = f"({S}, q) with 1 <= q <= {S}" if name == "chol_Q" else events[name]
             raise ValueError(
-                f"{fn_name}: {_PUBLIC[name]} must have shape {events[name]} or ({time},) + "
-                f"{events[name]} (state dim S={S}, observation dim D={D}), got {arr.shape}."
+                f"{fn_name}: {_PUBLIC[name]} must have shape {event} or ({time},) + "
+                f"{event} (state dim S={S}, observation dim D={D}), got {arr.shape}."
             )
         if arr.ndim == ndim or arr.shape[0] == 1:
             static[name] = arr.reshape(events[name])

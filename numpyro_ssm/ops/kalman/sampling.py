@@ -133,7 +133,8 @@ def lgssm_sample(
 
         def element(v):
             p = {**t_static, **v}
-            return p["F"], p["b"] + p["chol_Q"] @ p["eps"]
+            # a thin (S, q) noise factor takes the first q of the step's S normals
+            return p["F"], p["b"] + p["chol_Q"] @ p["eps"][: p["chol_Q"].shape[-1]]
 
         states = prefix_scan(
             lambda e1, e2: _affine_combine(e2, e1),
