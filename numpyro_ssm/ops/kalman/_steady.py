@@ -32,7 +32,8 @@ Its inputs are rolled so that it starts at the settling step: the scan has the s
 :func:`steady_log_marginal` is the value of
 :func:`numpyro_ssm.ops.kalman.filtering._serial_log_marginal`; :func:`steady_predicted` gives its
 derivative the predicted moments of every step (phase 1 writes its steps into buffers, phase 2
-adds the means and repeats the settled factor), and the backward recursion of
+adds the means and repeats the settled factor; with one observation entry the factors are
+wide, zero-padded to ``_steps.deferred_width``), and the backward recursion of
 :mod:`numpyro_ssm.ops.kalman._gradient` runs over all of them as before.
 """
 
@@ -50,6 +51,7 @@ from numpyro_ssm.ops.kalman._steps import (
     _mT,
     _predict,
     _update_to_predict,
+    deferred_width,
 )
 from numpyro_ssm.ops.kalman.params import _Model
 from numpyro_ssm.ops.linalg import chol_logdet, solve_lower
@@ -94,8 +96,9 @@ def _settle(model: _Model, y, observed, keep_moments=False):
         out = (m, chol_P, ll) if keep_moments else ll
         return (*_predict(F, chol_Q, b, m_f, chol_f), chol_P), out
 
-    # one observation entry, value only: triangularize every _DEFER steps (module docstring)
-    defer = H.shape[0] == 1 and not keep_moments
+    # one observation entry: triangularize every _DEFER steps (module docstring); the buffers
+    # then hold wide factors
+    defer = H.shape[0] == 1
     params = {"F": F, "chol_Q": chol_Q, "b": b, "H": H, "chol_R": chol_R, "d": d}
 
     T, D = y.shape
@@ -117,7 +120,7 @@ def _settle(model: _Model, y, observed, keep_moments=False):
         }
         if defer:
             steps = [{**params, **{k: v[i] for k, v in inputs.items()}} for i in range(_CHUNK)]
-            (m, chol_P, chol_before), out = _deferred_steps(m, chol_P, steps)
+            (m, chol_P, chol_before), out = _deferred_steps(m, chol_P, steps, keep_moments)
         else:
             (m, chol_P, chol_before), out = lax.scan(step, (m, chol_P, chol_P), inputs)
         P = matmul_small(chol_P, _mT(chol_P))
@@ -141,7 +144,9 @@ def _settle(model: _Model, y, observed, keep_moments=False):
     buffers = ()
     if keep_moments:
         n = n_chunks * _CHUNK
-        buffers = tuple(jnp.zeros((n,) + x.shape, y.dtype) for x in (model.m0, model.chol_P0, zero))
+        S = model.m0.shape[0]
+        factor = (S, deferred_width(*chol_Q.shape)) if defer else (S, S)
+        buffers = tuple(jnp.zeros((n,) + shape, y.dtype) for shape in ((S,), factor, ()))
     init = (jnp.int32(0), model.m0, model.chol_P0, zero, jnp.bool_(False), buffers)
     c, m, chol_P, total, _, buffers = lax.while_loop(cond, body, init)
     return (c * _CHUNK, m, chol_P, total) + ((buffers,) if keep_moments else ())
@@ -182,17 +187,18 @@ def steady_log_marginal(model: _Model, y, observed):
 def steady_predicted(model: _Model, y, observed) -> _Filtered:
     """The predicted moments and log-liks of every step, for a time-invariant model.
 
-    What :func:`numpyro_ssm.ops._kalman_serial._predicted_only` returns, with the settled
-    steps' factors all equal to the settled one.
+    What :func:`numpyro_ssm.ops.kalman.filtering._predicted_moments` returns (one observation
+    entry: wide factors), with the settled steps' factors all equal to the settled one.
     """
     T = y.shape[0]
     done, m, chol_P, _, (buf_m, buf_chol, buf_ll) = _settle(model, y, observed, True)
     means, log_liks = _mean_recursion(model, y, done, m, chol_P)
     after = jnp.arange(T) >= done
+    settled = jnp.pad(chol_P, ((0, 0), (0, buf_chol.shape[-1] - chol_P.shape[-1])))
     return _Filtered(
         None,
         None,
         jnp.where(after[:, None], jnp.roll(means, done, axis=0), buf_m[:T]),
-        jnp.where(after[:, None, None], chol_P, buf_chol[:T]),
+        jnp.where(after[:, None, None], settled, buf_chol[:T]),
         jnp.where(after, jnp.roll(log_liks, done), buf_ll[:T]),
     )

@@ -172,7 +172,7 @@ def _predict_wide(F, chol_Q, b, m, U):
 _DEFER = 4
 
 
-def _deferred_steps(m, U, steps):
+def _deferred_steps(m, U, steps, keep=False):
     """Update and predict for each step in turn, triangularizing only every ``_DEFER``-th.
 
     For the log-marginal passes with one observation entry: Potter's update
@@ -188,25 +188,46 @@ def _deferred_steps(m, U, steps):
         U: ``(S, S)``, a factor of its covariance.
         steps: one dict per step (a multiple of ``_DEFER`` of them) with ``F, chol_Q, b, H,
             chol_R, d, y, observed``.
+        keep: also return each step's predicted mean and factor, for the gradient.
 
     Returns:
-        ``(m, U, U_last), log_liks``: the predicted moments after the last step (``U``
-        triangular), the factor the last step started from (wide) and the ``(len(steps),)``
-        log-likelihoods.
+        ``(m, U, U_last), out``: the predicted moments after the last step (``U``
+        triangular), the factor the last step started from (wide), and ``out`` the
+        ``(len(steps),)`` log-likelihoods, or with ``keep`` the triple ``(means, factors,
+        log_liks)`` of the steps' predicted moments. The factors are not triangular and have
+        ``deferred_width(S, q)`` columns (zero-padded), for ``chol_Q`` of ``q`` columns.
     """
-    log_liks = []
+    width = deferred_width(*steps[0]["chol_Q"].shape)
+    log_liks, means, factors = [], [], []
     for i, step in enumerate(steps):
         last = U
+        if keep:
+            means.append(m)
+            factors.append(jnp.pad(U, ((0, 0), (0, width - U.shape[1]))))
         emission = {k: step[k] for k in ("H", "chol_R", "d", "y", "observed")}
         m_f, U_f, log_lik = _update_to_predict(m, U, **emission)
         m, U = _predict_wide(step["F"], step["chol_Q"], step["b"], m_f, U_f)
         if (i + 1) % _DEFER == 0:
             U = tria(U)
         log_liks.append(log_lik)
+    if keep:
+        return (m, U, last), (jnp.stack(means), jnp.stack(factors), jnp.stack(log_liks))
     return (m, U, last), jnp.stack(log_liks)
 
 
+def deferred_width(S, q):
+    """The widest predicted factor :func:`_deferred_steps` meets: ``S + (_DEFER - 1) q`` columns."""
+    return S + (_DEFER - 1) * q
+
+
 class _Filtered(NamedTuple):
+    """Filtered and predicted moments; factors lower-triangular, ``(T, S, S)``.
+
+    The gradient's passes with one observation entry (``predicted_moments`` of
+    :mod:`~numpyro_ssm.ops.kalman.filtering`) leave ``means`` and ``chols`` None, and their
+    ``predicted_chols`` are wide factors, ``(T, S, deferred_width(S, q))``, not triangular.
+    """
+
     means: jax.Array  # (T, S)
     chols: jax.Array  # (T, S, S)
     predicted_means: jax.Array

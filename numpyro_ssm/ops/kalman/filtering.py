@@ -11,7 +11,8 @@ square-root update gives a factor of ``P_f`` that is square but not triangular, 
 prediction's triangularization accepts (``_steps._update_to_predict``). The value alone goes
 further: Potter's update takes a factor of any width, so the prediction appends ``chol Q``'s
 columns without triangularizing, and one triangularization serves four steps
-(``_steps._deferred_steps``).
+(``_steps._deferred_steps``); so does the pass the gradient runs, which keeps each step's
+wide predicted factor (zero-padded to one width).
 ``parallel=True`` runs the associative scan of :mod:`numpyro_ssm.ops.kalman._associative`.
 The tests hold the two schedules equal.
 
@@ -93,7 +94,7 @@ def _forward(model: _Model, y, observed, keep_moments):
     """
     T, D = y.shape
     if not keep_moments and D == 1 and T > _DEFER:
-        return _deferred_log_liks(model, y, observed)
+        return _deferred_pass(model, y, observed)
     t_static, t_varying = _split_time(model, _TRANSITION, 0, T - 1)
     e_static, e_varying = _split_time(model, _EMISSION, 0, T)
 
@@ -125,11 +126,12 @@ def _forward(model: _Model, y, observed, keep_moments):
     )
 
 
-def _deferred_log_liks(model: _Model, y, observed):
-    """:func:`_forward`'s log-liks for one observation entry, by ``_steps._deferred_steps``.
+def _deferred_pass(model: _Model, y, observed, keep=False):
+    """:func:`_forward` for one observation entry, by ``_steps._deferred_steps``.
 
     Returns:
-        ``log_liks (T,)``.
+        ``log_liks (T,)``, or with ``keep`` ``(predicted_means (T, S), predicted_factors
+        (T, S, W), log_liks (T,))``, ``W = _steps.deferred_width(S, q)``.
     """
     T = y.shape[0]
     n = -(-T // _DEFER) * _DEFER
@@ -151,14 +153,15 @@ def _deferred_log_liks(model: _Model, y, observed):
         steps = [
             {**t_static, **e_static, **{k: v[i] for k, v in inputs.items()}} for i in range(_DEFER)
         ]
-        (m, U, _), log_liks = _deferred_steps(*carry, steps)
-        return (m, U), log_liks
+        (m, U, _), out = _deferred_steps(*carry, steps, keep=keep)
+        return (m, U), out
 
     inputs = {k: grouped(v) for k, v in {**t_varying, **e_varying}.items()}
     inputs["y"] = grouped(y, 0.0)
     inputs["observed"] = grouped(observed, False)
-    _, log_liks = lax.scan(group, (model.m0, model.chol_P0), inputs)
-    return log_liks.reshape(n)[:T]
+    _, out = lax.scan(group, (model.m0, model.chol_P0), inputs)
+    ungroup = lambda x: x.reshape((n,) + x.shape[2:])[:T]  # noqa: E731
+    return tuple(map(ungroup, out)) if keep else ungroup(out)
 
 
 def _serial_filter(model: _Model, y, observed) -> _Filtered:
@@ -177,10 +180,14 @@ def _serial_filter(model: _Model, y, observed) -> _Filtered:
 def _predicted_moments(model: _Model, y, observed) -> _Filtered:
     """The pass the gradient needs: predicted moments and log-liks, no filtered moments.
 
-    The gradient (:mod:`numpyro_ssm.ops._kalman_gradient`) derives what it needs of the filtered
-    moments from the predicted ones, so the vectorized re-triangularization of
-    :func:`_serial_filter` is skipped.
+    The gradient (:mod:`numpyro_ssm.ops.kalman._gradient`) derives what it needs of the
+    filtered moments from the predicted ones, so the vectorized re-triangularization of
+    :func:`_serial_filter` is skipped. With one observation entry the steps triangularize every
+    ``_DEFER`` steps and the pass keeps wide predicted factors (``_steps._Filtered``).
     """
+    T, D = y.shape
+    if D == 1 and T > _DEFER:
+        return _Filtered(None, None, *_deferred_pass(model, y, observed, keep=True))
     m_p, chol_p, log_liks = _forward(model, y, observed, keep_moments=True)
     return _Filtered(None, None, m_p, chol_p, log_liks)
 

@@ -71,10 +71,12 @@ def test_directional_derivatives_match_dense_finite_differences(parallel):
         close(jvp, (dense(h) - dense(-h)) / (2 * h), rtol=1e-6, atol=1e-7)
 
 
-@pytest.mark.parametrize("parallel", [False, True])
-def test_hessian_matches_differences_of_autodiff_gradients(parallel):
+# D = 1 (serial): the gradient's pass keeps covariances and triangularizes every few steps
+@pytest.mark.parametrize("parallel, D", [(False, 2), (True, 2), (False, 1)])
+def test_hessian_matches_differences_of_autodiff_gradients(parallel, D):
     """Second derivatives (a JVP of the JVP rule) against central differences of gradients."""
-    params, y, mask = make_case(23, S=2, D=2, T=6, missing="entries")
+    missing = "entries" if D > 1 else "steps"
+    params, y, mask = make_case(23, S=2, D=D, T=6, missing=missing)
     params = _as_jax(params)
     h = 1e-5
     # the two schedules share the closed form; the parallel one differs in its backward scan

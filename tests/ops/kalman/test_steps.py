@@ -16,7 +16,7 @@ from oracles import dense_log_marginal, random_lgssm
 
 from numpyro_ssm.ops import LGSSMParams, kalman_filter, kalman_log_marginal
 from numpyro_ssm.ops.kalman._steps import _DEFER, _update, _update_to_predict
-from numpyro_ssm.ops.kalman.filtering import _deferred_log_liks
+from numpyro_ssm.ops.kalman.filtering import _deferred_pass
 from numpyro_ssm.ops.kalman.params import _inputs as _model_inputs
 
 jax.config.update("jax_enable_x64", True)
@@ -89,7 +89,7 @@ def test_log_marginal_triangularizing_every_few_steps_matches_dense_gaussian(T):
     model, yy, observed = _model_inputs(LGSSMParams(**params), jnp.asarray(y), mask, "test")
     thin = model._replace(varying={**model.varying, "chol_Q": jnp.asarray(chol_Q[..., [0, 2, 3]])})
     per_step = jnp.sum(call(kalman_filter, params, y, obs_mask=mask).log_likelihood_increments)
-    close(jnp.sum(_deferred_log_liks(thin, yy, observed)), per_step, rtol=1e-10)
+    close(jnp.sum(_deferred_pass(thin, yy, observed)), per_step, rtol=1e-10)
 
 
 # T = 300: the plain pass; T = 600: the settled pass's first phase (both defer with D = 1)
