@@ -52,6 +52,7 @@ from numpyro_ssm.ops.kalman._steps import (
     _predict,
     _update_to_predict,
     deferred_width,
+    defers_gradient_pass,
 )
 from numpyro_ssm.ops.kalman.params import _Model
 from numpyro_ssm.ops.linalg import chol_logdet, solve_lower
@@ -98,7 +99,7 @@ def _settle(model: _Model, y, observed, keep_moments=False):
 
     # one observation entry: triangularize every _DEFER steps (module docstring); the buffers
     # then hold wide factors
-    defer = H.shape[0] == 1
+    defer = H.shape[0] == 1 and (not keep_moments or defers_gradient_pass(*chol_Q.shape))
     params = {"F": F, "chol_Q": chol_Q, "b": b, "H": H, "chol_R": chol_R, "d": d}
 
     T, D = y.shape

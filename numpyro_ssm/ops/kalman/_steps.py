@@ -12,7 +12,13 @@ import jax
 import jax.numpy as jnp
 
 from numpyro_ssm.ops._fusion import matmul_small, matmul_stack, sum_small
-from numpyro_ssm.ops.linalg import chol_logdet, solve_lower, solve_lower_transpose, tria
+from numpyro_ssm.ops.linalg import (
+    _STEP_UNROLL_MAX_ROWS,
+    chol_logdet,
+    solve_lower,
+    solve_lower_transpose,
+    tria,
+)
 
 # ---------------------------------------------------------------------------------------------
 # Building blocks
@@ -213,6 +219,18 @@ def _deferred_steps(m, U, steps, keep=False):
     if keep:
         return (m, U, last), (jnp.stack(means), jnp.stack(factors), jnp.stack(log_liks))
     return (m, U, last), jnp.stack(log_liks)
+
+
+def defers_gradient_pass(S, q):
+    """Whether the gradient's one-entry pass defers its triangularizations too.
+
+    Only where a step's triangularization is a LAPACK call (``S`` above
+    ``linalg._STEP_UNROLL_MAX_ROWS``) and the noise factor is thin (``q < S`` columns): below,
+    the unrolled reflections cost less than the wider factors; with a full-rank noise the
+    kept factors four times as wide cost what the saved calls do, and compile for longer
+    (docs/performance.md, structural time series).
+    """
+    return S > _STEP_UNROLL_MAX_ROWS and q < S
 
 
 def deferred_width(S, q):

@@ -41,6 +41,7 @@ from numpyro_ssm.ops.kalman._steps import (
     _predict,
     _update,
     _update_to_predict,
+    defers_gradient_pass,
 )
 from numpyro_ssm.ops.kalman.params import (
     _EMISSION,
@@ -183,10 +184,12 @@ def _predicted_moments(model: _Model, y, observed) -> _Filtered:
     The gradient (:mod:`numpyro_ssm.ops.kalman._gradient`) derives what it needs of the
     filtered moments from the predicted ones, so the vectorized re-triangularization of
     :func:`_serial_filter` is skipped. With one observation entry the steps triangularize every
-    ``_DEFER`` steps and the pass keeps wide predicted factors (``_steps._Filtered``).
+    ``_DEFER`` steps where that saves LAPACK calls (``_steps.defers_gradient_pass``), and the
+    pass keeps wide predicted factors (``_steps._Filtered``).
     """
     T, D = y.shape
-    if D == 1 and T > _DEFER:
+    chol_Q = model.varying.get("chol_Q", model.static.get("chol_Q"))
+    if D == 1 and T > _DEFER and defers_gradient_pass(*chol_Q.shape[-2:]):
         return _Filtered(None, None, *_deferred_pass(model, y, observed, keep=True))
     m_p, chol_p, log_liks = _forward(model, y, observed, keep_moments=True)
     return _Filtered(None, None, m_p, chol_p, log_liks)

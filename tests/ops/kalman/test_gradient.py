@@ -32,10 +32,21 @@ def _autodiff(params, y, mask):
     return call(kalman_filter, params, y, obs_mask=mask).log_marginal
 
 
+# one entry, S > 4 and a thin (S, q) noise factor: the gradient's pass triangularizes every few
+# steps and keeps wide factors
+DEFERRED = pytest.param(
+    dict(time_varying=True, missing="steps", S=6, D=1, T=11, q=2), id="D=1-S=6-q=2"
+)
+
+
 @pytest.mark.parametrize("parallel", [False, True])
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("case", CASES + [DEFERRED])
 def test_gradient_matches_autodiff_through_the_scan(case, parallel):
+    case = dict(case)
+    q = case.pop("q", None)
     params, y, mask = make_case(21, **case)
+    if q is not None:
+        params["transition_scale_tril"] = params["transition_scale_tril"][..., :q]
     params = _as_jax(params)
     y = jnp.asarray(y)
     value, grads = jax.value_and_grad(lambda p, y: _ours(p, y, mask, parallel), argnums=(0, 1))(
@@ -71,12 +82,14 @@ def test_directional_derivatives_match_dense_finite_differences(parallel):
         close(jvp, (dense(h) - dense(-h)) / (2 * h), rtol=1e-6, atol=1e-7)
 
 
-# D = 1 (serial): the gradient's pass keeps covariances and triangularizes every few steps
-@pytest.mark.parametrize("parallel, D", [(False, 2), (True, 2), (False, 1)])
-def test_hessian_matches_differences_of_autodiff_gradients(parallel, D):
+# D = 1 (serial): the one-entry passes. Above 4 states, where the gradient's pass defers its
+# triangularizations, reverse-over-reverse fails for every filter (LAPACK calls inside a scan;
+# noted on issue 21), so the deferred pass's first derivatives are tested, not its Hessian.
+@pytest.mark.parametrize("parallel, S, D", [(False, 2, 2), (True, 2, 2), (False, 2, 1)])
+def test_hessian_matches_differences_of_autodiff_gradients(parallel, S, D):
     """Second derivatives (a JVP of the JVP rule) against central differences of gradients."""
     missing = "entries" if D > 1 else "steps"
-    params, y, mask = make_case(23, S=2, D=D, T=6, missing=missing)
+    params, y, mask = make_case(23, S=S, D=D, T=6, missing=missing)
     params = _as_jax(params)
     h = 1e-5
     # the two schedules share the closed form; the parallel one differs in its backward scan

@@ -132,9 +132,13 @@ def _autodiff(params, y, mask):
     return call(kalman_filter, params, y, obs_mask=mask).log_marginal
 
 
-@pytest.mark.parametrize("S,D,T", [(2, 1, 603), (3, 2, 530), (6, 3, 561)])
+# (6, 1) with a (6, 2) noise factor: the first phase triangularizes every few steps and keeps
+# wide factors
+@pytest.mark.parametrize("S,D,T", [(2, 1, 603), (3, 2, 530), (6, 3, 561), (6, 1, 540)])
 def test_gradient_matches_autodiff_through_the_full_filter(S, D, T):
     params, y = homogeneous(60 + S, S, D, T)
+    if (S, D) == (6, 1):
+        params["transition_scale_tril"] = params["transition_scale_tril"][:, :2]
     y[3, 0] = np.nan
     mask = np.ones((T, D), bool)
     mask[40, -1] = False
