@@ -172,7 +172,8 @@ class StructuralTimeSeries:
         F = jnp.zeros(lead_t + (S, S), dtype)
         # the noise factors side by side: (S, q) with one column per noise of a component
         widths = [p.transition_scale_tril.shape[-1] for p in ps]
-        chol_Q = jnp.zeros(lead_t + (S, max(sum(widths), 1)), dtype)
+        q = max(sum(widths), 1) if S else 0  # no states (regressions only): (0, 0)
+        chol_Q = jnp.zeros(lead_t + (S, q), dtype)
         column = 0
         for c, p, q in zip(comps, ps, widths, strict=True):
             sl = self.state_slices[c.name]
@@ -295,9 +296,17 @@ class StructuralTimeSeries:
             A :class:`~numpyro_ssm.LinearGaussianSSM` with ``event_shape (T, 1)``.
 
         Raises:
-            ValueError: without ``num_steps`` and covariates, or with too few covariate rows.
+            ValueError: without ``num_steps`` and covariates, with too few covariate rows, or
+                for a model without states.
         """
         T = num_steps if num_steps is not None else self.covariate_steps
+        if self.num_states == 0:
+            raise ValueError(
+                "StructuralTimeSeries.distribution: the model has no states (only static "
+                "regressions and noise), which makes it a linear regression; add a component "
+                "with states (e.g. numpyro_ssm.sts.local_level) or write the regression with "
+                "numpyro.distributions.Normal."
+            )
         if T is None:
             raise ValueError(
                 "StructuralTimeSeries.distribution: pass num_steps=T (no component has "

@@ -260,11 +260,15 @@ def test_bad_input_names_the_component_and_argument():
             + sts.dynamic_regression(np.ones((12, 2)), name="dyn")
         )
     with pytest.raises(ValueError, match=r"covariates with 10 rows, but 12 steps"):
-        (sts.regression(np.ones(10), 1.0) + sts.irregular(1.0)).distribution(12)
+        (sts.local_level(1.0) + sts.regression(np.ones(10), 1.0) + sts.irregular(1.0)).distribution(
+            12
+        )
     with pytest.raises(ValueError, match=r"coefficients must have shape \(2,\)"):
         sts.regression(np.ones((10, 2)), np.ones(3))
     with pytest.raises(TypeError, match="different dtypes"):
         sts.local_level(np.float32(1.0)) + sts.irregular(np.ones((), np.float64))
+    with pytest.raises(ValueError, match="no states"):
+        (sts.regression(np.ones(10), 1.0) + sts.irregular(1.0)).distribution(10)
     with pytest.raises(ValueError, match="no observation noise"):
         sts.local_level(1.0).__add__(sts.seasonal(4)).distribution(10)
     with pytest.raises(ValueError, match="two components are named 'level'"):

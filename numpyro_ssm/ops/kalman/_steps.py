@@ -241,9 +241,10 @@ def deferred_width(S, q):
 class _Filtered(NamedTuple):
     """Filtered and predicted moments; factors lower-triangular, ``(T, S, S)``.
 
-    The gradient's passes with one observation entry (``predicted_moments`` of
-    :mod:`~numpyro_ssm.ops.kalman.filtering`) leave ``means`` and ``chols`` None, and their
-    ``predicted_chols`` are wide factors, ``(T, S, deferred_width(S, q))``, not triangular.
+    The gradient's passes (``_predicted_moments`` of :mod:`~numpyro_ssm.ops.kalman.filtering`)
+    leave ``means`` and ``chols`` None; with one observation entry where
+    :func:`defers_gradient_pass`, their ``predicted_chols`` are wide factors,
+    ``(T, S, deferred_width(S, q))``, not triangular.
     """
 
     means: jax.Array  # (T, S)

@@ -11,8 +11,9 @@ square-root update gives a factor of ``P_f`` that is square but not triangular, 
 prediction's triangularization accepts (``_steps._update_to_predict``). The value alone goes
 further: Potter's update takes a factor of any width, so the prediction appends ``chol Q``'s
 columns without triangularizing, and one triangularization serves four steps
-(``_steps._deferred_steps``); so does the pass the gradient runs, which keeps each step's
-wide predicted factor (zero-padded to one width).
+(``_steps._deferred_steps``); so does the pass the gradient runs above 4 states with a thin
+noise factor (``_steps.defers_gradient_pass``), keeping each step's wide predicted factor
+(zero-padded to one width).
 ``parallel=True`` runs the associative scan of :mod:`numpyro_ssm.ops.kalman._associative`.
 The tests hold the two schedules equal.
 
