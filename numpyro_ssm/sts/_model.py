@@ -175,13 +175,13 @@ class StructuralTimeSeries:
         q = max(sum(widths), 1) if S else 0  # no states (regressions only): (0, 0)
         chol_Q = jnp.zeros(lead_t + (S, q), dtype)
         column = 0
-        for c, p, q in zip(comps, ps, widths, strict=True):
+        for c, p, width in zip(comps, ps, widths, strict=True):
             sl = self.state_slices[c.name]
             F = F.at[..., sl, sl].set(self._window(p.transition_matrix, 2, start, n_t, varying_t))
-            chol_Q = chol_Q.at[..., sl, column : column + q].set(
+            chol_Q = chol_Q.at[..., sl, column : column + width].set(
                 self._window(p.transition_scale_tril, 2, start, n_t, varying_t)
             )
-            column += q
+            column += width
         H = jnp.concatenate(
             [self._window(p.emission_matrix, 2, start, num_steps, varying_e) for p in ps], axis=-1
         )
