@@ -136,6 +136,11 @@ def _full(params, T):
     D = p["emission_matrix"].shape[-2]
     p.setdefault("transition_bias", np.zeros(S))
     p.setdefault("emission_bias", np.zeros(D))
+    # a thin (S, q) transition factor as the square one with zero columns: the same Q
+    L = p["transition_scale_tril"]
+    p["transition_scale_tril"] = np.concatenate(
+        [L, np.zeros(L.shape[:-1] + (S - L.shape[-1],))], axis=-1
+    )
     base = {
         "transition_matrix": 2,
         "transition_scale_tril": 2,
@@ -145,12 +150,6 @@ def _full(params, T):
         "emission_bias": 1,
     }
     out = dict(p)
-    # a thin (S, q) transition factor as the square one with zero columns: the same Q
-    L = p["transition_scale_tril"]
-    out["transition_scale_tril"] = np.concatenate(
-        [L, np.zeros(L.shape[:-1] + (S - L.shape[-1],))], axis=-1
-    )
-    p["transition_scale_tril"] = out["transition_scale_tril"]
     for name, nd in base.items():
         n = T - 1 if name.startswith("transition") else T
         a = p[name]
