@@ -118,6 +118,21 @@ def _tria_and_q(a):
     return jnp.tril(out[..., :n, :n]), out[..., n:, :n], a
 
 
+def _unbatched(fn, *args):
+    """A ``custom_vmap`` rule's answer when no operand is batched: ``fn(*args)``, unbatched.
+
+    JAX calls a rule so when it differentiates the call forward inside a vmapped program: the
+    JVP of a ``custom_vmap`` call batches its primals and tangents apart, and the rule's answer
+    is then differentiated. ``jax.hessian`` of a filter meets it, because a scan's reverse pass
+    keeps the LAPACK call without the ``custom_jvp`` around it. ``fn`` is the differentiable
+    form (``tria``, ``_lapack_tria_and_q``, ``_lapack_solve``: their own derivatives, not
+    LAPACK's). Claiming a batched output here broke second derivatives above
+    ``_STEP_UNROLL_MAX_ROWS`` rows.
+    """
+    out = fn(*args)
+    return out, jax.tree_util.tree_map(lambda _: False, out)
+
+
 @jax.custom_jvp
 def _lapack_tria_and_q(a):
     """``(L, q)`` of :func:`_tria_and_q` for one 2-D matrix by one LAPACK QR (``q`` reduced).
@@ -142,6 +157,8 @@ def _lapack_tria_and_q_call(a):
 
 @_lapack_tria_and_q_call.def_vmap
 def _lapack_tria_and_q_vmap(axis_size, in_batched, a):
+    if not in_batched[0]:
+        return _unbatched(_lapack_tria_and_q, a)
     return _tria_and_q(a)[:2], (True, True)
 
 
@@ -155,6 +172,8 @@ def _lapack_tria(a):
 
 @_lapack_tria.def_vmap
 def _lapack_tria_vmap(axis_size, in_batched, a):
+    if not in_batched[0]:
+        return _unbatched(tria, a)
     if a.shape[-2] <= _UNROLL_MAX_ROWS:
         return householder_tria(a), True
     return _householder_tria_loop(a), True
@@ -170,13 +189,19 @@ def _lapack_solve_lower_transpose(lower, b):
     return jax.lax.linalg.triangular_solve(lower, b, left_side=True, lower=True, transpose_a=True)
 
 
-# Under vmap the solves substitute in a batched loop (unbatched operands broadcast in it).
-_lapack_solve_lower.def_vmap(
-    lambda size, batched, lower, b: (_substitute(lower, b, vector=False, transpose=False), True)
-)
-_lapack_solve_lower_transpose.def_vmap(
-    lambda size, batched, lower, b: (_substitute(lower, b, vector=False, transpose=True), True)
-)
+def _solve_vmap(transpose):
+    """Under vmap the solves substitute in a batched loop (unbatched operands broadcast in it)."""
+
+    def rule(axis_size, in_batched, lower, b):
+        if not any(in_batched):
+            return _unbatched(lambda lower, b: _lapack_solve(lower, b, transpose), lower, b)
+        return _substitute(lower, b, vector=False, transpose=transpose), True
+
+    return rule
+
+
+_lapack_solve_lower.def_vmap(_solve_vmap(transpose=False))
+_lapack_solve_lower_transpose.def_vmap(_solve_vmap(transpose=True))
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2,))

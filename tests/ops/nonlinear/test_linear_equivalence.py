@@ -133,6 +133,24 @@ def test_one_entry_log_marginal_equals_the_kalman_filter(method):
     _check_gradients(grad, ref_grad)
 
 
+@pytest.mark.parametrize("method", ["ekf", "ckf"])
+def test_hessians_above_four_rows_equal_the_kalman_filters(method):
+    """``jax.hessian`` where every step triangularizes a stack of more than 4 rows (one LAPACK
+    QR): equal to the Kalman filter's, which ``tests/ops/kalman/test_gradient.py`` holds to
+    differences of autodiff gradients. Both failed before ``ops/linalg.py``'s ``_unbatched``."""
+    theta, y, mask, inputs = linear_case(S=5, D=2, T=5)
+    theta = {k: jnp.asarray(v) for k, v in theta.items()}
+
+    def ours(F):
+        params = nonlinear_params(dict(theta, F=F))
+        return nonlinear_log_marginal(params, y, method=method, inputs=inputs, obs_mask=mask)
+
+    def kalman(F):
+        return kalman_log_marginal(kalman_params(dict(theta, F=F), inputs), y, obs_mask=mask)
+
+    close(jax.jit(jax.hessian(ours))(theta["F"]), jax.jit(jax.hessian(kalman))(theta["F"]))
+
+
 def test_iterated_variants_equal_the_kalman_smoother(case):
     """Iterated updates, the iterated smoother (serial, parallel) and its log-marginal's gradient.
 
