@@ -18,13 +18,18 @@ Both start from the same trajectory (zero means, the initial covariance), so bot
 same numbers up to rounding; the script prints the largest difference of the smoothed means,
 relative to their largest entry, and of the log-marginals. Times are the median of repeated
 calls of the compiled program (``benchmarks/_timing.time_calls``), compile time is measured
-apart. "speed-up" is the serial time over the parallel one.
+apart. "speed-up" is the serial time over the parallel one. The float64 cells run first;
+each float32 cell also reports both programs' difference from the float64 serial means
+(``--matmul-precision highest`` turns TF32 dot products off on a GPU, to test whether
+they cause a float32 difference).
 
 Typical use::
 
     python benchmarks/iterated_smoother.py --T 1000 --repeats 2          # CPU smoke test
     python benchmarks/iterated_smoother.py --T 10000 --out cpu.json      # the CPU cost
     python benchmarks/iterated_smoother.py --T 100000 --out gpu.json     # on the GPU machine
+    python benchmarks/iterated_smoother.py --T 100000 --S 8 --methods ekf \
+        --matmul-precision highest                                    # float32 on a GPU
 """
 
 import argparse
@@ -88,8 +93,13 @@ def smoother(method, passes, parallel):
     return run
 
 
-def cell(method, S, T, dtype, passes, repeats, data):
-    """Compile and time the serial and the parallel smoother on one problem; a result dict."""
+def cell(method, S, T, dtype, passes, repeats, data, reference=None):
+    """Compile and time the serial and the parallel smoother on one problem; a result dict.
+
+    ``reference``: the float64 serial smoothed means of the same cell, if they were computed;
+    then each program's largest difference from them (relative to their largest entry) is
+    recorded too, so a float32 difference between the two programs can be placed.
+    """
     theta, y = data
     with precision(dtype):
         theta = {k: jnp.asarray(v, dtype) for k, v in theta.items()}
@@ -114,7 +124,20 @@ def cell(method, S, T, dtype, passes, repeats, data):
         out["log_marginal_serial"] = float(value_s)
         out["log_marginal_parallel"] = float(value_p)
         out["finite"] = bool(np.all(np.isfinite(means_p)) and np.all(np.isfinite(means_s)))
+        if reference is not None:
+            scale = np.max(np.abs(reference))
+            for name, means in (("serial", means_s), ("parallel", means_p)):
+                out[f"{name}_rel_err_vs_float64"] = float(np.max(np.abs(means - reference)) / scale)
+        out["_means"] = means_s
     return out
+
+
+def _versus_float64(record):
+    if "serial_rel_err_vs_float64" not in record:
+        return "—"
+    return (
+        f"{record['serial_rel_err_vs_float64']:.1e} / {record['parallel_rel_err_vs_float64']:.1e}"
+    )
 
 
 def main():
@@ -127,7 +150,16 @@ def main():
     parser.add_argument("--repeats", type=int, default=3, help="timed calls after the first")
     parser.add_argument("--out", help="JSON file, rewritten after every cell")
     parser.add_argument("--markdown", action="store_true")
+    parser.add_argument(
+        "--matmul-precision",
+        choices=["default", "high", "highest"],
+        help="jax_default_matmul_precision for every cell (e.g. highest: no TF32 on a GPU)",
+    )
     args = parser.parse_args()
+    if args.matmul_precision:
+        jax.config.update("jax_default_matmul_precision", args.matmul_precision)
+    # float64 first, so that the float32 cells can be measured against its serial means
+    dtypes = sorted(args.dtype, key=lambda d: d != "float64")
 
     meta = machine_meta()
     print("\n".join(machine_lines(meta)), flush=True)
@@ -136,12 +168,16 @@ def main():
     for S in args.S:
         data = problem(S, args.T)
         for method in args.methods:
-            for dtype in args.dtype:
+            reference = None
+            for dtype in dtypes:
                 try:
-                    r = cell(method, S, args.T, dtype, args.passes, args.repeats, data)
+                    r = cell(method, S, args.T, dtype, args.passes, args.repeats, data, reference)
                 except Exception:  # noqa: BLE001 - report the cell, go on with the others
                     traceback.print_exc()
                     continue
+                means = r.pop("_means")
+                if dtype == "float64":
+                    reference = means
                 records.append(r)
                 print(json.dumps(r), flush=True)
                 rows.append(
@@ -156,6 +192,7 @@ def main():
                         f"{fmt(r['serial_compile_s'])} / {fmt(r['parallel_compile_s'])}",
                         f"{r['means_rel_diff']:.1e}",
                         f"{r['log_marginal_serial']:.6g} / {r['log_marginal_parallel']:.6g}",
+                        _versus_float64(r),
                     ]
                 )
                 if args.out:
@@ -171,6 +208,7 @@ def main():
         "compile s (serial / parallel)",
         "means rel. diff",
         "log-marginal (serial / parallel)",
+        "means rel. err vs float64 (serial / parallel)",
     ]
     print(f"\n{args.passes} iterated passes from zero means; median time of one smoother call")
     print_table(columns, rows, markdown=args.markdown)
