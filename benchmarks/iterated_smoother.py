@@ -50,6 +50,7 @@ if __package__ in (None, ""):  # run as a script: make the `benchmarks` package 
 from benchmarks._timing import (  # noqa: E402
     compile_ahead,
     fmt,
+    fmt_steps,
     machine_lines,
     machine_meta,
     precision,
@@ -94,11 +95,14 @@ def smoother(method, passes, parallel):
 
 
 def cell(method, S, T, dtype, passes, repeats, data, reference=None):
-    """Compile and time the serial and the parallel smoother on one problem; a result dict.
+    """Compile and time the serial and the parallel smoother on one problem.
 
     ``reference``: the float64 serial smoothed means of the same cell, if they were computed;
     then each program's largest difference from them (relative to their largest entry) is
     recorded too, so a float32 difference between the two programs can be placed.
+
+    Returns:
+        ``(record, means)``: the result dict and the serial smoothed means (float64 copy).
     """
     theta, y = data
     with precision(dtype):
@@ -116,20 +120,20 @@ def cell(method, S, T, dtype, passes, repeats, data, reference=None):
             )
             out[f"{name}_compile_s"] = seconds["total"]
             out[f"{name}_s"] = median
-            results[name] = [np.asarray(r, np.float64) for r in result]
-        means_s, _, value_s = results["serial"]
-        means_p, _, value_p = results["parallel"]
+            means, _, value = result
+            results[name] = np.asarray(means, np.float64), float(value)
+        means_s, value_s = results["serial"]
+        means_p, value_p = results["parallel"]
         out["speed_up"] = out["serial_s"] / out["parallel_s"]
         out["means_rel_diff"] = float(np.max(np.abs(means_p - means_s)) / np.max(np.abs(means_s)))
-        out["log_marginal_serial"] = float(value_s)
-        out["log_marginal_parallel"] = float(value_p)
+        out["log_marginal_serial"] = value_s
+        out["log_marginal_parallel"] = value_p
         out["finite"] = bool(np.all(np.isfinite(means_p)) and np.all(np.isfinite(means_s)))
         if reference is not None:
             scale = np.max(np.abs(reference))
             for name, means in (("serial", means_s), ("parallel", means_p)):
                 out[f"{name}_rel_err_vs_float64"] = float(np.max(np.abs(means - reference)) / scale)
-        out["_means"] = means_s
-    return out
+    return out, means_s
 
 
 def _versus_float64(record):
@@ -171,11 +175,12 @@ def main():
             reference = None
             for dtype in dtypes:
                 try:
-                    r = cell(method, S, args.T, dtype, args.passes, args.repeats, data, reference)
+                    r, means = cell(
+                        method, S, args.T, dtype, args.passes, args.repeats, data, reference
+                    )
                 except Exception:  # noqa: BLE001 - report the cell, go on with the others
                     traceback.print_exc()
                     continue
-                means = r.pop("_means")
                 if dtype == "float64":
                     reference = means
                 records.append(r)
@@ -184,7 +189,7 @@ def main():
                     [
                         method,
                         str(S),
-                        f"{args.T:.0e}".replace("e+0", "e"),
+                        fmt_steps(args.T),
                         dtype,
                         fmt(r["serial_s"] * 1e3),
                         fmt(r["parallel_s"] * 1e3),
