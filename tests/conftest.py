@@ -21,10 +21,13 @@ They change how the code is generated, not what it computes (XLA's CPU fast-math
 reassociation). The examples, run as subprocesses by tests/test_examples.py, inherit them.
 """
 
+import atexit
 import gc
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -47,6 +50,19 @@ def _xla_accepts(flags):
 if "XLA_FLAGS" not in os.environ:
     with_old = f"{CHEAP_CODEGEN} {OLD_EMITTERS}"
     os.environ["XLA_FLAGS"] = with_old if _xla_accepts(with_old) else CHEAP_CODEGEN
+
+# JAX's persistent compilation cache, on disk: a program compiled a second time (after a worker
+# clears its caches, below; in the other worker; in an example's subprocess) is read back
+# instead. One directory per test session, made here in pytest's first process and inherited
+# like XLA_FLAGS, removed when that process exits; CI passes its own, which the ArviZ 1.x stage
+# shares. Only compilations of at least half a second are written. A full run on 2 cores took
+# 1523 s without it and 1374 s with it: one run each, the first beside other work and the
+# second with one example failing early (a broken edit), so read it as about 100 s saved.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _cache_dir = tempfile.mkdtemp(prefix="numpyro_ssm_jax_cache_")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache_dir
+    atexit.register(shutil.rmtree, _cache_dir, ignore_errors=True)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
 import jax  # noqa: E402  (after XLA_FLAGS: the backend reads them when it starts)
 
