@@ -54,8 +54,8 @@ if "XLA_FLAGS" not in os.environ:
 # JAX's persistent compilation cache, on disk: a program compiled a second time (after a worker
 # clears its caches, below; in the other worker; in an example's subprocess) is read back
 # instead. One directory per test session, made here in pytest's first process and inherited
-# like XLA_FLAGS, removed when that process exits; CI passes its own, which the ArviZ 1.x stage
-# shares. Only compilations of at least half a second are written. A full run on 2 cores took
+# like XLA_FLAGS, removed when that process exits; CI passes its own (.ci/run). Only
+# compilations of at least half a second are written. A full run on 2 cores took
 # 1523 s without it and 1374 s with it: one run each, the first beside other work and the
 # second with one example failing early (a broken edit), so read it as about 100 s saved.
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
