@@ -54,10 +54,11 @@ if "XLA_FLAGS" not in os.environ:
 # JAX's persistent compilation cache, on disk: a program compiled a second time (after a worker
 # clears its caches, below; in the other worker; in an example's subprocess) is read back
 # instead. One directory per test session, made here in pytest's first process and inherited
-# like XLA_FLAGS, removed when that process exits; CI passes its own (.ci/run). Only
-# compilations of at least half a second are written. A full run on 2 cores took
-# 1523 s without it and 1374 s with it: one run each, the first beside other work and the
-# second with one example failing early (a broken edit), so read it as about 100 s saved.
+# like XLA_FLAGS, removed when that process exits (CI's two stages each get their own: the
+# 3.12 stage resolves a newer jax, whose entries would not match). Only compilations of at
+# least half a second are written. A full run on 2 cores took 1523 s without it and 1374 s
+# with it: one run each, the first beside other work and the second with one example failing
+# early (a broken edit), so read it as about 100 s saved.
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     _cache_dir = tempfile.mkdtemp(prefix="numpyro_ssm_jax_cache_")
     os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache_dir
