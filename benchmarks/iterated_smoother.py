@@ -20,8 +20,9 @@ relative to their largest entry, and of the log-marginals. Times are the median 
 calls of the compiled program (``benchmarks/_timing.time_calls``), compile time is measured
 apart. "speed-up" is the serial time over the parallel one. The float64 cells run first;
 each float32 cell also reports both programs' difference from the float64 serial means
-(``--matmul-precision highest`` turns TF32 dot products off on a GPU, to test whether
-they cause a float32 difference).
+(``--matmul-precision default highest`` runs every float32 cell twice, the second time with
+TF32 dot products off on a GPU, to test whether they cause a float32 difference;
+``--float64-serial-only`` computes only the serial float64 means, as the reference).
 
 Typical use::
 
@@ -29,10 +30,11 @@ Typical use::
     python benchmarks/iterated_smoother.py --T 10000 --out cpu.json      # the CPU cost
     python benchmarks/iterated_smoother.py --T 100000 --out gpu.json     # on the GPU machine
     python benchmarks/iterated_smoother.py --T 100000 --S 8 --methods ekf \
-        --matmul-precision highest                                    # float32 on a GPU
+        --matmul-precision default highest --float64-serial-only     # float32 on a GPU
 """
 
 import argparse
+import contextlib
 import json
 import sys
 import traceback
@@ -94,12 +96,13 @@ def smoother(method, passes, parallel):
     return run
 
 
-def cell(method, S, T, dtype, passes, repeats, data, reference=None):
+def cell(method, S, T, dtype, passes, repeats, data, reference=None, serial_only=False):
     """Compile and time the serial and the parallel smoother on one problem.
 
     ``reference``: the float64 serial smoothed means of the same cell, if they were computed;
     then each program's largest difference from them (relative to their largest entry) is
     recorded too, so a float32 difference between the two programs can be placed.
+    ``serial_only``: compile and run only the serial program (the reference's cell).
 
     Returns:
         ``(record, means)``: the result dict and the serial smoothed means (float64 copy).
@@ -110,8 +113,10 @@ def cell(method, S, T, dtype, passes, repeats, data, reference=None):
         y = jnp.asarray(y, dtype)
         start = jnp.zeros((T, S), dtype)
         out = {"method": method, "S": S, "T": T, "dtype": dtype, "passes": passes}
+        out["matmul_precision"] = jax.config.jax_default_matmul_precision or "default"
         results = {}
-        for name, parallel in (("serial", False), ("parallel", True)):
+        programs = (("serial", False),) if serial_only else (("serial", False), ("parallel", True))
+        for name, parallel in programs:
             compiled, seconds = compile_ahead(smoother(method, passes, parallel), theta, y, start)
             _, median, result = time_calls(
                 lambda compiled=compiled: compiled(theta, y, start),
@@ -123,6 +128,9 @@ def cell(method, S, T, dtype, passes, repeats, data, reference=None):
             means, _, value = result
             results[name] = np.asarray(means, np.float64), float(value)
         means_s, value_s = results["serial"]
+        if serial_only:
+            out["log_marginal_serial"] = value_s
+            return out, means_s
         means_p, value_p = results["parallel"]
         out["speed_up"] = out["serial_s"] / out["parallel_s"]
         out["means_rel_diff"] = float(np.max(np.abs(means_p - means_s)) / np.max(np.abs(means_s)))
@@ -134,6 +142,11 @@ def cell(method, S, T, dtype, passes, repeats, data, reference=None):
             for name, means in (("serial", means_s), ("parallel", means_p)):
                 out[f"{name}_rel_err_vs_float64"] = float(np.max(np.abs(means - reference)) / scale)
     return out, means_s
+
+
+def _matmul_precision(value):
+    """``jax.default_matmul_precision(value)``, or no change for ``None``."""
+    return contextlib.nullcontext() if value is None else jax.default_matmul_precision(value)
 
 
 def _versus_float64(record):
@@ -156,12 +169,18 @@ def main():
     parser.add_argument("--markdown", action="store_true")
     parser.add_argument(
         "--matmul-precision",
+        nargs="+",
         choices=["default", "high", "highest"],
-        help="jax_default_matmul_precision for every cell (e.g. highest: no TF32 on a GPU)",
+        help="jax_default_matmul_precision of the float32 cells, one cell per value "
+        "(e.g. default highest: with and without TF32 on a GPU)",
+    )
+    parser.add_argument(
+        "--float64-serial-only",
+        action="store_true",
+        help="of the float64 cells, run only the serial program (the float32 cells' reference)",
     )
     args = parser.parse_args()
-    if args.matmul_precision:
-        jax.config.update("jax_default_matmul_precision", args.matmul_precision)
+    precisions = args.matmul_precision or [None]
     # float64 first, so that the float32 cells can be measured against its serial means
     dtypes = sorted(args.dtype, key=lambda d: d != "float64")
 
@@ -173,11 +192,23 @@ def main():
         data = problem(S, args.T)
         for method in args.methods:
             reference = None
-            for dtype in dtypes:
+            for dtype, prec in [
+                (d, p) for d in dtypes for p in (precisions if d == "float32" else [None])
+            ]:
+                serial_only = dtype == "float64" and args.float64_serial_only
                 try:
-                    r, means = cell(
-                        method, S, args.T, dtype, args.passes, args.repeats, data, reference
-                    )
+                    with _matmul_precision(prec):
+                        r, means = cell(
+                            method,
+                            S,
+                            args.T,
+                            dtype,
+                            args.passes,
+                            args.repeats,
+                            data,
+                            reference,
+                            serial_only,
+                        )
                 except Exception:  # noqa: BLE001 - report the cell, go on with the others
                     traceback.print_exc()
                     continue
@@ -185,12 +216,16 @@ def main():
                     reference = means
                 records.append(r)
                 print(json.dumps(r), flush=True)
+                if args.out:
+                    Path(args.out).write_text(json.dumps({"meta": meta, "cells": records}))
+                if serial_only:
+                    continue
                 rows.append(
                     [
                         method,
                         str(S),
                         fmt_steps(args.T),
-                        dtype,
+                        f"{dtype} ({r['matmul_precision']})" if prec else dtype,
                         fmt(r["serial_s"] * 1e3),
                         fmt(r["parallel_s"] * 1e3),
                         fmt(r["speed_up"]),
@@ -200,8 +235,6 @@ def main():
                         _versus_float64(r),
                     ]
                 )
-                if args.out:
-                    Path(args.out).write_text(json.dumps({"meta": meta, "cells": records}))
     columns = [
         "method",
         "S",
