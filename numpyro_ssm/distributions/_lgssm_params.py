@@ -111,13 +111,20 @@ def _map_batch(fn, args, cores, batch_shape):
     n = 1
     for s in batch_shape:
         n *= s
+    if n == 1:
+        # broadcast and reshaped, not indexed: an argument without batch axes stays the array
+        # it was (no operation), so a concrete transition matrix reaches the ops concrete
+        # (``ops.kalman.params.transition_pattern`` reads its zeros)
+        one = [
+            None if a is None else jnp.broadcast_to(a, batch_shape + a.shape[a.ndim - c :])
+            for a, c in zip(args, cores, strict=True)
+        ]
+        out = fn(*[None if a is None else a.reshape(a.shape[len(batch_shape) :]) for a in one])
+        return jax.tree.map(lambda x: x.reshape(batch_shape + x.shape), out)
     flat = [
         None if a is None else _flatten_batch(a, c, batch_shape)
         for a, c in zip(args, cores, strict=True)
     ]
-    if n == 1:
-        out = fn(*[None if a is None else a[0] for a in flat])
-        return jax.tree.map(lambda x: x.reshape(batch_shape + x.shape), out)
     out = jax.vmap(fn)(*flat)
     return jax.tree.map(lambda x: x.reshape(batch_shape + x.shape[1:]), out)
 

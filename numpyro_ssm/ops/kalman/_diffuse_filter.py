@@ -132,11 +132,11 @@ def _diffuse_filter(model: _Model, y, observed, diffuse, n, parallel) -> _Filter
     return out._replace(log_likelihoods=_poison(phase, out.log_likelihoods))
 
 
-def _diffuse_log_marginal(model: _Model, y, observed, diffuse, n, parallel):
+def _diffuse_log_marginal(model: _Model, y, observed, diffuse, n, parallel, pattern=None):
     T = y.shape[0]
     phase = _diffuse_phase(model, y, observed, diffuse, n)
     total = jnp.sum(phase.log_liks)
     if n == T:
         return total
-    rest = _log_marginal(_rest(model, phase, n), y[n:], observed[n:], parallel)
+    rest = _log_marginal(_rest(model, phase, n), y[n:], observed[n:], parallel, pattern)
     return _poison(phase, total + rest)

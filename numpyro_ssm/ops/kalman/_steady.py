@@ -64,8 +64,8 @@ __all__ = ["settles", "steady_log_marginal", "steady_predicted"]
 # T = 1000 the settled form is faster whatever the settling step (docs/performance.md).
 _MIN_STEPS = 512
 
-# Steps of the full filter between two convergence checks; a multiple of ``_steps._DEFER``, so
-# that a chunk ends with a triangular factor.
+# Steps of the full filter between two convergence checks; a multiple of ``_steps._DEFER`` and
+# ``_steps._DEFER_SHIFT``, so that a chunk ends with a triangular factor.
 _CHUNK = 16
 # ``P`` has settled when one step changes no entry by more than this many units in the last
 # place of its largest entry.
@@ -77,8 +77,8 @@ def settles(model: _Model, y) -> bool:
     return not model.varying and y.shape[0] >= _MIN_STEPS
 
 
-def _settle(model: _Model, y, observed, keep_moments=False):
-    """Phase 1, up to the end of the first settled chunk.
+def _settle(model: _Model, y, observed, keep_moments=False, pattern=None):
+    """Phase 1, up to the end of the first settled chunk (``pattern``: of ``F``, for the value).
 
     Returns:
         ``(steps_done, m, chol_P, log_lik_sum)`` with the predicted moments of step
@@ -121,7 +121,9 @@ def _settle(model: _Model, y, observed, keep_moments=False):
         }
         if defer:
             steps = [{**params, **{k: v[i] for k, v in inputs.items()}} for i in range(_CHUNK)]
-            (m, chol_P, chol_before), out = _deferred_steps(m, chol_P, steps, keep_moments)
+            (m, chol_P, chol_before), out = _deferred_steps(
+                m, chol_P, steps, keep_moments, None if keep_moments else pattern
+            )
         else:
             (m, chol_P, chol_before), out = lax.scan(step, (m, chol_P, chol_P), inputs)
         P = matmul_small(chol_P, _mT(chol_P))
@@ -179,9 +181,12 @@ def _mean_recursion(model: _Model, y, done, m, chol_P):
     return means, jnp.where(jnp.arange(T) < T - done, log_liks, 0.0)
 
 
-def steady_log_marginal(model: _Model, y, observed):
-    """``log p(y_{1:T})`` for a model without time-varying parameters (see the module doc)."""
-    done, m, chol_P, total = _settle(model, y, observed)
+def steady_log_marginal(model: _Model, y, observed, pattern=None):
+    """``log p(y_{1:T})`` for a model without time-varying parameters (see the module doc).
+
+    ``pattern``: :func:`~numpyro_ssm.ops.kalman.params.transition_pattern` of ``F``, or None.
+    """
+    done, m, chol_P, total = _settle(model, y, observed, pattern=pattern)
     return total + jnp.sum(_mean_recursion(model, y, done, m, chol_P)[1])
 
 

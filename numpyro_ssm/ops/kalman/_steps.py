@@ -165,36 +165,82 @@ def _predict(F, chol_Q, b, m, chol_P):
     return matmul_small(F, m) + b, tria(jnp.concatenate([matmul_small(F, chol_P), chol_Q], axis=1))
 
 
-def _predict_wide(F, chol_Q, b, m, U):
+def _predict_wide(F, chol_Q, b, m, U, pattern=None):
     """:func:`_predict` without its triangularization: the factor ``[F U, chol_Q]``.
 
     ``U`` may be any factor of ``P`` (``(S, w)``, ``P = U Uᵀ``); the result is ``(S, w + q)``
-    for ``chol_Q`` of ``q`` columns.
+    for ``chol_Q`` of ``q`` columns. ``pattern``: ``F``'s nonzero columns of each row
+    (:func:`~numpyro_ssm.ops.kalman.params.transition_pattern`), or None for a dense ``F``.
     """
+    if pattern is not None:
+        FU = _sparse_matmul(F, U, pattern)
+        return _sparse_matmul(F, m[:, None], pattern)[:, 0] + b, jnp.concatenate([FU, chol_Q], 1)
     return matmul_small(F, m) + b, jnp.concatenate([F @ U, chol_Q], axis=1)
 
 
-# Steps between two triangularizations in :func:`_deferred_steps`.
+def _sparse_matmul(F, U, pattern):
+    """``F @ U`` for a transition matrix whose rows mostly copy one entry (``pattern``).
+
+    The rows come in runs: a run of rows ``i, i + 1, ...`` with one nonzero entry each, in
+    columns ``j, j + 1, ...`` (a shift, such as a seasonal's or an autoregression's) is the slice
+    ``U[j : j + n]`` scaled by those entries; a run of rows with more entries is one small
+    product ``F[i : i + n] @ U``; a zero row is zeros. Slices and scalings are elementwise, which
+    XLA fuses with their neighbours. Exact: the skipped products are ``0 · U[j]``.
+    """
+    pieces, i, S = [], 0, len(pattern)
+    while i < S:
+        j = i + 1
+        if len(pattern[i]) == 1:
+            c = pattern[i][0]
+            while j < S and pattern[j] == (c + j - i,):
+                j += 1
+            n = j - i
+            scale = jnp.diagonal(F[i:j, c : c + n])
+            pieces.append(scale.reshape((n,) + (1,) * (U.ndim - 1)) * U[c : c + n])
+        elif not pattern[i]:
+            while j < S and not pattern[j]:
+                j += 1
+            pieces.append(jnp.zeros((j - i,) + U.shape[1:], U.dtype))
+        else:
+            while j < S and len(pattern[j]) > 1:
+                j += 1
+            pieces.append(F[i:j] @ U)
+        i = j
+    return pieces[0] if len(pieces) == 1 else jnp.concatenate(pieces)
+
+
+# Steps between two triangularizations in :func:`_deferred_steps`; with a shift-pattern ``F``
+# (:func:`_sparse_matmul`) the wider factors cost little more to multiply, and twice as many
+# steps share one (docs/performance.md, structural time series).
 _DEFER = 4
+_DEFER_SHIFT = 8
 
 
-def _deferred_steps(m, U, steps, keep=False):
-    """Update and predict for each step in turn, triangularizing only every ``_DEFER``-th.
+def defer_every(pattern=None):
+    """Steps between two triangularizations: ``_DEFER``, or ``_DEFER_SHIFT`` with a pattern."""
+    return _DEFER if pattern is None else _DEFER_SHIFT
+
+
+def _deferred_steps(m, U, steps, keep=False, pattern=None):
+    """Update and predict for each step in turn, triangularizing only every few steps.
 
     For the log-marginal passes with one observation entry: Potter's update
     (:func:`_update_to_predict`) accepts a factor of ``P`` of any width, and
-    :func:`_predict_wide` widens it by ``chol_Q``'s columns, so ``_DEFER`` steps of products
-    share one triangularization of a wider stack. On the CPU the triangularization's call, not
-    its arithmetic, is most of a step's cost at small state dimensions (docs/performance.md).
+    :func:`_predict_wide` widens it by ``chol_Q``'s columns, so ``defer_every(pattern)`` steps
+    of products share one triangularization of a wider stack. On the CPU the
+    triangularization's call, not its arithmetic, is most of a step's cost at small state
+    dimensions (docs/performance.md).
     Exact: the factors differ from the step-by-step ones by orthogonal transformations on the
     right.
 
     Args:
         m: ``(S,)``, the predicted mean of the first step.
         U: ``(S, S)``, a factor of its covariance.
-        steps: one dict per step (a multiple of ``_DEFER`` of them) with ``F, chol_Q, b, H,
-            chol_R, d, y, observed``.
+        steps: one dict per step (a multiple of ``defer_every(pattern)`` of them) with ``F,
+            chol_Q, b, H, chol_R, d, y, observed``.
         keep: also return each step's predicted mean and factor, for the gradient.
+        pattern: the nonzero columns of each row of a time-invariant ``F`` (see
+            :func:`_predict_wide`), or None.
 
     Returns:
         ``(m, U, U_last), out``: the predicted moments after the last step (``U``
@@ -203,7 +249,8 @@ def _deferred_steps(m, U, steps, keep=False):
         log_liks)`` of the steps' predicted moments. The factors are not triangular and have
         ``deferred_width(S, q)`` columns (zero-padded), for ``chol_Q`` of ``q`` columns.
     """
-    width = deferred_width(*steps[0]["chol_Q"].shape)
+    every = defer_every(pattern)
+    width = deferred_width(*steps[0]["chol_Q"].shape, every)
     log_liks, means, factors = [], [], []
     for i, step in enumerate(steps):
         last = U
@@ -212,8 +259,8 @@ def _deferred_steps(m, U, steps, keep=False):
             factors.append(jnp.pad(U, ((0, 0), (0, width - U.shape[1]))))
         emission = {k: step[k] for k in ("H", "chol_R", "d", "y", "observed")}
         m_f, U_f, log_lik = _update_to_predict(m, U, **emission)
-        m, U = _predict_wide(step["F"], step["chol_Q"], step["b"], m_f, U_f)
-        if (i + 1) % _DEFER == 0:
+        m, U = _predict_wide(step["F"], step["chol_Q"], step["b"], m_f, U_f, pattern)
+        if (i + 1) % every == 0:
             U = tria(U)
         log_liks.append(log_lik)
     if keep:
@@ -233,9 +280,9 @@ def defers_gradient_pass(S, q):
     return S > _STEP_UNROLL_MAX_ROWS and q < S
 
 
-def deferred_width(S, q):
-    """The widest predicted factor :func:`_deferred_steps` meets: ``S + (_DEFER - 1) q`` columns."""
-    return S + (_DEFER - 1) * q
+def deferred_width(S, q, every=_DEFER):
+    """The widest predicted factor :func:`_deferred_steps` meets: ``S + (every - 1) q`` columns."""
+    return S + (every - 1) * q
 
 
 class _Filtered(NamedTuple):

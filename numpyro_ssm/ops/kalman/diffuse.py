@@ -68,7 +68,7 @@ from numpyro_ssm.ops.kalman.filtering import (
     _filtered_posterior,
     _log_marginal,
 )
-from numpyro_ssm.ops.kalman.params import LGSSMParams, _inputs
+from numpyro_ssm.ops.kalman.params import LGSSMParams, _inputs, transition_pattern
 from numpyro_ssm.ops.kalman.sampling import _sample_shape_map
 
 __all__ = [
@@ -185,7 +185,6 @@ def diffuse_kalman_filter(
 
 
 @_diffuse_op
-@functools.partial(jax.jit, static_argnames=_STATIC)
 def diffuse_kalman_log_marginal(
     params: LGSSMParams,
     observations: jax.Array,
@@ -198,7 +197,9 @@ def diffuse_kalman_log_marginal(
     """The diffuse log-likelihood ``log L_d`` alone; arguments as :func:`diffuse_kalman_filter`.
 
     Differentiable in every parameter: autodiff through the (short) diffuse steps, then the
-    one-pass derivative of :func:`~numpyro_ssm.ops.kalman_log_marginal` over the rest.
+    one-pass derivative of :func:`~numpyro_ssm.ops.kalman_log_marginal` over the rest, whose
+    value also applies a concrete transition matrix whose rows mostly copy one entry by slices
+    (as there).
 
     Args:
         params: the model, an :class:`~numpyro_ssm.ops.LGSSMParams`.
@@ -213,12 +214,20 @@ def diffuse_kalman_log_marginal(
         Shape ``()``; NaN when a diffuse direction is still unresolved after
         ``num_diffuse_steps`` steps.
     """
+    pattern = transition_pattern(getattr(params, "transition_matrix", None))
+    return _diffuse_kalman_log_marginal(
+        params, observations, diffuse_states, num_diffuse_steps, obs_mask, parallel, pattern
+    )
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3, 5, 6))
+def _diffuse_kalman_log_marginal(params, observations, diffuse, steps, obs_mask, parallel, pattern):
     model, y, observed, n = _prepare(
-        params, observations, obs_mask, diffuse_states, num_diffuse_steps, "diffuse_log_marginal"
+        params, observations, obs_mask, diffuse, steps, "diffuse_log_marginal"
     )
     if n == 0:
-        return _log_marginal(model, y, observed, parallel)
-    return _diffuse_log_marginal(model, y, observed, diffuse_states, n, parallel)
+        return _log_marginal(model, y, observed, parallel, pattern)
+    return _diffuse_log_marginal(model, y, observed, diffuse, n, parallel, pattern)
 
 
 @_diffuse_op

@@ -42,6 +42,7 @@ from numpyro_ssm.ops.kalman._steps import (
     _predict,
     _update,
     _update_to_predict,
+    defer_every,
     defers_gradient_pass,
 )
 from numpyro_ssm.ops.kalman.params import (
@@ -53,6 +54,7 @@ from numpyro_ssm.ops.kalman.params import (
     _per_step,
     _split_time,
     accepts_legacy_arguments,
+    transition_pattern,
 )
 
 __all__ = ["GaussianPosterior", "kalman_filter", "kalman_log_marginal"]
@@ -87,8 +89,12 @@ class GaussianPosterior(NamedTuple):
     smoothed_cross_covariances: jax.Array | None = None
 
 
-def _forward(model: _Model, y, observed, keep_moments):
+def _forward(model: _Model, y, observed, keep_moments, pattern=None):
     """One sequential pass: the per-step log-liks, and (``keep_moments``) the predicted moments.
+
+    ``pattern``: the nonzero columns of each row of a time-invariant ``F``
+    (:func:`~numpyro_ssm.ops.kalman.params.transition_pattern`), for the log-liks alone with one
+    observation entry; None for a dense one.
 
     Returns:
         ``log_liks (T,)``, or ``(predicted_means (T, S), predicted_chols (T, S, S),
@@ -96,7 +102,7 @@ def _forward(model: _Model, y, observed, keep_moments):
     """
     T, D = y.shape
     if not keep_moments and D == 1 and T > _DEFER:
-        return _deferred_pass(model, y, observed)
+        return _deferred_pass(model, y, observed, pattern=pattern)
     t_static, t_varying = _split_time(model, _TRANSITION, 0, T - 1)
     e_static, e_varying = _split_time(model, _EMISSION, 0, T)
 
@@ -128,7 +134,7 @@ def _forward(model: _Model, y, observed, keep_moments):
     )
 
 
-def _deferred_pass(model: _Model, y, observed, keep=False):
+def _deferred_pass(model: _Model, y, observed, keep=False, pattern=None):
     """:func:`_forward` for one observation entry, by ``_steps._deferred_steps``.
 
     Returns:
@@ -136,7 +142,8 @@ def _deferred_pass(model: _Model, y, observed, keep=False):
         (T, S, W), log_liks (T,))``, ``W = _steps.deferred_width(S, q)``.
     """
     T = y.shape[0]
-    n = -(-T // _DEFER) * _DEFER
+    every = defer_every(pattern)
+    n = -(-T // every) * every
     t_static, t_varying = _split_time(model, _TRANSITION, 0, T - 1)
     e_static, e_varying = _split_time(model, _EMISSION, 0, T)
 
@@ -149,13 +156,13 @@ def _deferred_pass(model: _Model, y, observed, keep=False):
             if value is None
             else jnp.pad(x, pad, constant_values=value)
         )
-        return x.reshape((n // _DEFER, _DEFER) + x.shape[1:])
+        return x.reshape((n // every, every) + x.shape[1:])
 
     def group(carry, inputs):
         steps = [
-            {**t_static, **e_static, **{k: v[i] for k, v in inputs.items()}} for i in range(_DEFER)
+            {**t_static, **e_static, **{k: v[i] for k, v in inputs.items()}} for i in range(every)
         ]
-        (m, U, _), out = _deferred_steps(*carry, steps, keep=keep)
+        (m, U, _), out = _deferred_steps(*carry, steps, keep=keep, pattern=pattern)
         return (m, U), out
 
     inputs = {k: grouped(v) for k, v in {**t_varying, **e_varying}.items()}
@@ -223,19 +230,22 @@ def _settled_predicted_jvp(primals, tangents):
     return jax.jvp(_predicted_moments, primals, tangents)
 
 
-@jax.custom_jvp
-def _serial_log_marginal(model: _Model, y, observed):
+@functools.partial(jax.custom_jvp, nondiff_argnums=(3,))
+def _serial_log_marginal(model: _Model, y, observed, pattern=None):
     """``log p(y_{1:T})`` by the sequential filter; its derivative is one backward recursion.
 
     On a long series of a time-invariant model the filter stops updating the covariance once
     it has settled (:mod:`numpyro_ssm.ops._kalman_steady`), for the value and the derivative.
+    ``pattern`` (the nonzero columns of each row of ``F``, or None) serves the value's pass;
+    the derivative's pass takes ``F`` dense.
     """
     if settles(model, y):
-        return steady_log_marginal(model, y, observed)
-    return jnp.sum(_forward(model, y, observed, keep_moments=False))
+        return steady_log_marginal(model, y, observed, pattern)
+    return jnp.sum(_forward(model, y, observed, keep_moments=False, pattern=pattern))
 
 
-_serial_log_marginal.defjvp(log_marginal_jvp(_predicted_only, parallel=False))
+_serial_rule = log_marginal_jvp(_predicted_only, parallel=False)
+_serial_log_marginal.defjvp(lambda pattern, primals, tangents: _serial_rule(primals, tangents))
 
 
 @jax.custom_jvp
@@ -254,11 +264,14 @@ def _filter(model: _Model, y, observed, parallel) -> _Filtered:
     return _serial_filter(model, y, observed)
 
 
-def _log_marginal(model: _Model, y, observed, parallel):
-    """``log p(y_{1:T})`` of one sequence, by the chosen schedule, with the one-pass derivative."""
+def _log_marginal(model: _Model, y, observed, parallel, pattern=None):
+    """``log p(y_{1:T})`` of one sequence, by the chosen schedule, with the one-pass derivative.
+
+    ``pattern``: :func:`~numpyro_ssm.ops.kalman.params.transition_pattern` of ``F`` (serial).
+    """
     if parallel:
         return _parallel_log_marginal(model, y, observed)
-    return _serial_log_marginal(model, y, observed)
+    return _serial_log_marginal(model, y, observed, pattern)
 
 
 @accepts_legacy_arguments(0)
@@ -306,7 +319,6 @@ def _filtered_posterior(f: _Filtered) -> GaussianPosterior:
 
 
 @accepts_legacy_arguments(0)
-@functools.partial(jax.jit, static_argnames=("parallel",))
 def kalman_log_marginal(
     params: LGSSMParams,
     observations: jax.Array,
@@ -325,7 +337,12 @@ def kalman_log_marginal(
     the covariance once one step changes it by no more than 64 units in the last place, as
     statsmodels' filter does, and runs the mean recursion alone after that (after the last
     missing entry, where the covariance recursion changes); the value and the gradient agree
-    with the full filter to rounding.
+    with the full filter to rounding. A transition matrix that is concrete where this function
+    is called (not traced: the fixed trends and seasonals of a structural model, a fixed
+    companion form) and whose rows mostly copy one entry is applied by slices of the factor and
+    small products of its other rows, with a triangularization every 8 steps instead of 4, in
+    the value's sequential pass with one observation entry (``ops/kalman/params.py``,
+    ``transition_pattern``): exact, and faster on the CPU.
 
     Args:
         params: the model, an :class:`~numpyro_ssm.ops.LGSSMParams`.
@@ -340,5 +357,11 @@ def kalman_log_marginal(
         ValueError: on inconsistent shapes, naming the argument and the shapes.
         TypeError: for complex inputs, or ``params`` that is not an ``LGSSMParams``.
     """
+    pattern = transition_pattern(getattr(params, "transition_matrix", None))
+    return _kalman_log_marginal(params, observations, obs_mask, parallel, pattern)
+
+
+@functools.partial(jax.jit, static_argnames=("parallel", "pattern"))
+def _kalman_log_marginal(params, observations, obs_mask, parallel, pattern):
     model, y, observed = _inputs(params, observations, obs_mask, "kalman_log_marginal")
-    return _log_marginal(model, y, observed, parallel)
+    return _log_marginal(model, y, observed, parallel, pattern)

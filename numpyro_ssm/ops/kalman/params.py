@@ -27,6 +27,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from numpyro_ssm.ops.linalg import cholesky
 
@@ -263,6 +264,31 @@ def _inputs(params, observations, obs_mask, fn_name):
     model = _prepare(params, y.shape[0] if y.ndim else 0, fn_name)
     y, observed = _observations(y, obs_mask, model, fn_name)
     return model, y, observed
+
+
+def transition_pattern(F):
+    """The nonzero columns of each row of a concrete transition matrix that mostly shifts.
+
+    The value's sequential pass multiplies by ``F`` through this pattern
+    (``_steps._sparse_matmul``): rows with one nonzero entry become slices of the factor, the
+    others small products; exact, and cheaper on the CPU than a dense product when most rows copy
+    one entry (the trends and seasonals of a structural model, an autoregression's companion
+    form). Read from ``F``'s values, so only where ``F`` is concrete: a traced ``F`` (a
+    parameter that is sampled or differentiated) gets None, the dense product.
+
+    Args:
+        F: the transition matrix as passed to an op: ``(S, S)``; anything else gives None.
+
+    Returns:
+        A tuple of ``S`` tuples of column indices, or None when ``F`` is traced, not 2-D, or
+        fewer than half its rows have exactly one nonzero entry.
+    """
+    if F is None or isinstance(F, jax.core.Tracer) or np.ndim(F) != 2:
+        return None
+    nonzero = np.asarray(F) != 0
+    if 2 * np.count_nonzero(nonzero.sum(axis=1) == 1) < nonzero.shape[0]:
+        return None
+    return tuple(tuple(np.flatnonzero(row).tolist()) for row in nonzero)
 
 
 def _split_time(model, names, start, length):
