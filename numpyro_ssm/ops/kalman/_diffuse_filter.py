@@ -36,8 +36,12 @@ def _tolerance(dtype):
     return math.sqrt(float(jnp.finfo(dtype).eps))
 
 
-def _diffuse_update(a, U_star, U_inf, H, chol_R, d, y, observed):
-    """Condition on ``y_t``, one whitened entry at a time; returns the moments and the log-lik."""
+def _diffuse_update(a, U_star, U_inf, H, chol_R, d, y, observed, triangular=True):
+    """Condition on ``y_t``, one whitened entry at a time; returns the moments and the log-lik.
+
+    ``triangular=False`` leaves the factor of ``P_*`` wide (one more column per observed entry,
+    the Joseph form's stack untriangularized), for :func:`_diffuse_value_phase`.
+    """
     H_m, chol_R_m, y_m = _masked_emission(H, chol_R, d, y, observed)
     L = chol_R_m if chol_R_m.shape[1] == chol_R_m.shape[0] else tria(chol_R_m)
     Hw, yw = solve_lower(L, H_m), solve_lower(L, y_m)  # whitened: noise covariance I
@@ -53,15 +57,17 @@ def _diffuse_update(a, U_star, U_inf, H, chol_R, d, y, observed):
         a = a + gain * v
         U_inf = jnp.where(diffuse, U_inf - gain[:, None] * g_inf[None, :], U_inf)
         # Joseph form: (I - K hᵀ) P_* (I - K hᵀ)ᵀ + K Kᵀ for either gain
-        U_star = tria(jnp.concatenate([U_star - gain[:, None] * g_star[None, :], gain[:, None]], 1))
+        U_star = jnp.concatenate([U_star - gain[:, None] * g_star[None, :], gain[:, None]], 1)
+        U_star = tria(U_star) if triangular else U_star
         logdet = logdet + jnp.log(jnp.where(diffuse, f_inf_safe, f_star))
         quad = quad + jnp.where(diffuse, 0.0, v * v / f_star)
     n_obs = jnp.sum(observed.astype(a.dtype))
     return a, U_star, U_inf, -0.5 * (n_obs * _LOG_2PI + logdet + quad)
 
 
-def _diffuse_predict(F, chol_Q, b, a, U_star, U_inf):
-    U_star = tria(jnp.concatenate([matmul_small(F, U_star), chol_Q], axis=1))
+def _diffuse_predict(F, chol_Q, b, a, U_star, U_inf, triangular=True):
+    U_star = jnp.concatenate([matmul_small(F, U_star), chol_Q], axis=1)
+    U_star = tria(U_star) if triangular else U_star
     return matmul_small(F, a) + b, U_star, matmul_small(F, U_inf)
 
 
@@ -103,6 +109,57 @@ def _diffuse_phase(model: _Model, y, observed, diffuse, n) -> _Phase:
     return _Phase(*out, a, U_s, jnp.max(jnp.abs(U_i)))
 
 
+# Diffuse steps between two triangularizations of ``P_*``'s factor in the value's phase.
+_DIFFUSE_DEFER = 4
+
+
+def _diffuse_value_phase(model: _Model, y, observed, diffuse, n) -> _Phase:
+    """:func:`_diffuse_phase` for the log-likelihood alone (``n < T``), with fewer QRs.
+
+    The Joseph-form update and the prediction take a factor of ``P_*`` of any width, so the
+    stacks of ``_DIFFUSE_DEFER`` steps share one triangularization (as ``_steps._deferred_steps``
+    does after the diffuse steps): exact, the factors differ by orthogonal transformations on
+    the right, and ``f_*`` and the gains depend only on ``P_*``. Groups of that many steps run
+    in a scan, the remaining steps after it; the hand-off factor is triangular. The returned
+    phase has only ``log_liks`` and the hand-off fields filled (the per-step moments are empty).
+    """
+    k = _DIFFUSE_DEFER
+    mask = jnp.asarray(diffuse, model.m0.dtype)
+    carry = (model.m0, model.chol_P0 * (1.0 - mask)[:, None], jnp.diag(mask))
+    t_static, t_varying = _split_time(model, _TRANSITION, 0, n)
+    e_static, e_varying = _split_time(model, _EMISSION, 0, n)
+    inputs = {**t_varying, **e_varying, "y": y[:n], "observed": observed[:n]}
+
+    def steps(carry, inputs, count):
+        a, U_s, U_i = carry
+        log_liks = []
+        for i in range(count):
+            at = {key: v[i] for key, v in inputs.items()}
+            emission = {**e_static, **{key: at[key] for key in e_varying}}
+            a, U_s, U_i, log_lik = _diffuse_update(
+                a, U_s, U_i, **emission, y=at["y"], observed=at["observed"], triangular=False
+            )
+            transition = {**t_static, **{key: at[key] for key in t_varying}}
+            a, U_s, U_i = _diffuse_predict(
+                **transition, a=a, U_star=U_s, U_inf=U_i, triangular=False
+            )
+            log_liks.append(log_lik)
+        return (a, tria(U_s), U_i), jnp.stack(log_liks)
+
+    groups = n // k
+    grouped = {key: v[: groups * k].reshape((groups, k) + v.shape[1:]) for key, v in inputs.items()}
+    carry, log_liks = lax.scan(lambda c, x: steps(c, x, k), carry, grouped)
+    log_liks = log_liks.reshape(-1)
+    if n > groups * k:
+        carry, tail = steps(
+            carry, {key: v[groups * k :] for key, v in inputs.items()}, n - groups * k
+        )
+        log_liks = jnp.concatenate([log_liks, tail])
+    a, U_s, U_i = carry
+    empty = jnp.zeros((0,), a.dtype)
+    return _Phase(empty, empty, empty, empty, log_liks, a, U_s, jnp.max(jnp.abs(U_i)))
+
+
 def _rest(model: _Model, phase: _Phase, n) -> _Model:
     """The proper model of steps ``n + 1, ..., T``, started from the hand-off state."""
     varying = {k: v[n:] for k, v in model.varying.items()}
@@ -134,9 +191,9 @@ def _diffuse_filter(model: _Model, y, observed, diffuse, n, parallel) -> _Filter
 
 def _diffuse_log_marginal(model: _Model, y, observed, diffuse, n, parallel, pattern=None):
     T = y.shape[0]
-    phase = _diffuse_phase(model, y, observed, diffuse, n)
-    total = jnp.sum(phase.log_liks)
     if n == T:
-        return total
+        return jnp.sum(_diffuse_phase(model, y, observed, diffuse, n).log_liks)
+    phase = _diffuse_value_phase(model, y, observed, diffuse, n)
+    total = jnp.sum(phase.log_liks)
     rest = _log_marginal(_rest(model, phase, n), y[n:], observed[n:], parallel, pattern)
     return _poison(phase, total + rest)

@@ -196,10 +196,11 @@ def diffuse_kalman_log_marginal(
 ) -> jax.Array:
     """The diffuse log-likelihood ``log L_d`` alone; arguments as :func:`diffuse_kalman_filter`.
 
-    Differentiable in every parameter: autodiff through the (short) diffuse steps, then the
-    one-pass derivative of :func:`~numpyro_ssm.ops.kalman_log_marginal` over the rest, whose
-    value also applies a concrete transition matrix whose rows mostly copy one entry by slices
-    (as there).
+    Differentiable in every parameter: autodiff through the (short) diffuse steps, whose
+    factors of ``P_*`` are triangularized every four steps (exact: the factors differ by
+    orthogonal transformations), then the one-pass derivative of
+    :func:`~numpyro_ssm.ops.kalman_log_marginal` over the rest (whose value applies a
+    concrete transition matrix whose rows mostly copy one entry by slices, as there).
 
     Args:
         params: the model, an :class:`~numpyro_ssm.ops.LGSSMParams`.
