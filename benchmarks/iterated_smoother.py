@@ -34,7 +34,6 @@ Typical use::
 """
 
 import argparse
-import contextlib
 import json
 import sys
 import traceback
@@ -144,11 +143,6 @@ def cell(method, S, T, dtype, passes, repeats, data, reference=None, serial_only
     return out, means_s
 
 
-def _matmul_precision(value):
-    """``jax.default_matmul_precision(value)``, or no change for ``None``."""
-    return contextlib.nullcontext() if value is None else jax.default_matmul_precision(value)
-
-
 def _versus_float64(record):
     if "serial_rel_err_vs_float64" not in record:
         return "—"
@@ -197,7 +191,7 @@ def main():
             ]:
                 serial_only = dtype == "float64" and args.float64_serial_only
                 try:
-                    with _matmul_precision(prec):
+                    with jax.default_matmul_precision(prec):  # None: XLA's default
                         r, means = cell(
                             method,
                             S,

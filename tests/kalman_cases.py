@@ -23,6 +23,25 @@ POSITIONAL = [
 ]
 
 
+def trend_seasonal(period, noise_scales):
+    """A local linear trend plus a dummy seasonal of ``period``: ``F, chol_Q, H`` (``D = 1``).
+
+    ``S = period + 1``; ``F`` mostly shifts (the seasonal's rows copy one entry), ``chol_Q`` has
+    three columns (level, slope, seasonal) with ``noise_scales`` on its diagonal, ``H`` observes
+    the level and the current season.
+    """
+    S = period + 1
+    F = np.zeros((S, S))
+    F[:2, :2] = [[1.0, 1.0], [0.0, 1.0]]
+    F[2, 2:] = -1.0
+    F[3:, 2:-1] = np.eye(period - 2)
+    chol_Q = np.zeros((S, 3))
+    chol_Q[[0, 1, 2], [0, 1, 2]] = noise_scales
+    H = np.zeros((1, S))
+    H[0, [0, 2]] = 1.0
+    return F, chol_Q, H
+
+
 _JITTED = {}
 
 

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from kalman_cases import close
+from kalman_cases import close, trend_seasonal
 from oracles import random_lgssm, statsmodels_diffuse_smoother
 
 from numpyro_ssm.datasets import load_nile
@@ -243,16 +243,9 @@ def test_long_diffuse_phase_value_and_gradient():
     with a missing step in each part, against the filter's log-marginal (the step-by-step
     phase) and, for the gradient, autodiff through the exact initial filter over every step."""
     rng = np.random.default_rng(21)
-    period, T, n = 6, 40, 11
-    S = period + 1
-    F = np.zeros((S, S))
-    F[:2, :2] = [[1.0, 1.0], [0.0, 1.0]]
-    F[2, 2:] = -1.0
-    F[3:, 2:-1] = np.eye(period - 2)
-    H = np.zeros((1, S))
-    H[0, [0, 2]] = 1.0
-    chol_Q = np.zeros((S, 3))
-    chol_Q[[0, 1, 2], [0, 1, 2]] = [0.4, 0.05, 0.3]
+    T, n = 40, 11
+    F, chol_Q, H = trend_seasonal(6, [0.4, 0.05, 0.3])
+    S = F.shape[0]
     p = jax.tree.map(
         jnp.asarray,
         LGSSMParams(np.zeros(S), np.zeros((S, S)), F, chol_Q, H, np.array([[0.7]])),

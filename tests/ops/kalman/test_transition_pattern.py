@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from kalman_cases import close
+from kalman_cases import close, trend_seasonal
 
 import numpyro_ssm.ops.kalman.filtering as filtering
 from numpyro_ssm import LinearGaussianSSM
@@ -27,15 +27,8 @@ from numpyro_ssm.ops.kalman.params import transition_pattern
 
 def _structural(rng, T, period=5):
     """A local linear trend plus a dummy seasonal (S = period + 1, few nonzeros in F), D = 1."""
-    S = 2 + period - 1
-    F = np.zeros((S, S))
-    F[:2, :2] = [[1.0, 1.0], [0.0, 1.0]]
-    F[2, 2:] = -1.0
-    F[3:, 2:-1] += np.eye(period - 2)
-    H = np.zeros((1, S))
-    H[0, [0, 2]] = 1.0
-    chol_Q = np.zeros((S, 3))
-    chol_Q[[0, 1, 2], [0, 1, 2]] = [0.3, 0.05, 0.2]
+    F, chol_Q, H = trend_seasonal(period, [0.3, 0.05, 0.2])
+    S = F.shape[0]
     params = LGSSMParams(
         initial_mean=rng.normal(size=S),
         initial_scale_tril=np.eye(S) * 2.0,
