@@ -113,8 +113,8 @@ def _map_batch(fn, args, cores, batch_shape):
         n *= s
     if n == 1:
         # broadcast and reshaped, not indexed: an argument without batch axes stays the array
-        # it was (no operation), so a concrete transition matrix reaches the ops concrete
-        # (``ops.kalman.params.transition_pattern`` reads its zeros)
+        # it was (no operation), so concrete transition and emission matrices reach the ops
+        # concrete (``ops.kalman.params.sparsity_pattern`` reads their zeros)
         one = [
             None if a is None else jnp.broadcast_to(a, batch_shape + a.shape[a.ndim - c :])
             for a, c in zip(args, cores, strict=True)

@@ -207,11 +207,11 @@ class LinearGaussianSSM(LGSSMPosteriorMixin, StateSpaceModel):
         check_plates(parts, "LinearGaussianSSM")
         self._time_source = source
         self.initial_mean = jnp.asarray(initial_mean)
-        # converted eagerly even inside a traced model: a fixed F stays concrete, so the ops can
-        # read its zeros (``ops.kalman.params.transition_pattern``)
+        # converted eagerly even inside a traced model: a fixed F or H stays concrete, so the
+        # ops can read their zeros (``ops.kalman.params.sparsity_pattern``)
         with jax.ensure_compile_time_eval():
             self.transition_matrix = jnp.asarray(transition_matrix)
-        self.emission_matrix = jnp.asarray(emission_matrix)
+            self.emission_matrix = jnp.asarray(emission_matrix)
         dtype = jnp.result_type(self.initial_mean, self.transition_matrix, self.emission_matrix)
         for prefix, (cov, tril) in given.items():
             if cov is not None:

@@ -13,7 +13,14 @@ import jax.numpy as jnp
 from jax import lax
 
 from numpyro_ssm.ops._fusion import matmul_small
-from numpyro_ssm.ops.kalman._steps import _LOG_2PI, _Filtered, _masked_emission, _mT
+from numpyro_ssm.ops.kalman._steps import (
+    _LOG_2PI,
+    _Filtered,
+    _masked_emission,
+    _mT,
+    _row_times,
+    _sparse_matmul,
+)
 from numpyro_ssm.ops.kalman.filtering import _filter, _log_marginal
 from numpyro_ssm.ops.kalman.params import _EMISSION, _TRANSITION, _Model, _split_time
 from numpyro_ssm.ops.linalg import chol_logdet, solve_lower, tria
@@ -36,11 +43,12 @@ def _tolerance(dtype):
     return math.sqrt(float(jnp.finfo(dtype).eps))
 
 
-def _diffuse_update(a, U_star, U_inf, H, chol_R, d, y, observed, triangular=True):
+def _diffuse_update(a, U_star, U_inf, H, chol_R, d, y, observed, triangular=True, columns=None):
     """Condition on ``y_t``, one whitened entry at a time; returns the moments and the log-lik.
 
     ``triangular=False`` leaves the factor of ``P_*`` wide (one more column per observed entry,
-    the Joseph form's stack untriangularized), for :func:`_diffuse_value_phase`.
+    the Joseph form's stack untriangularized), for :func:`_diffuse_value_phase`. ``columns``:
+    where a one-row ``H`` can be nonzero (``Pattern.emission``), or None.
     """
     H_m, chol_R_m, y_m = _masked_emission(H, chol_R, d, y, observed)
     L = chol_R_m if chol_R_m.shape[1] == chol_R_m.shape[0] else tria(chol_R_m)
@@ -48,8 +56,12 @@ def _diffuse_update(a, U_star, U_inf, H, chol_R, d, y, observed, triangular=True
     logdet, quad = chol_logdet(L), jnp.zeros((), a.dtype)
     for i in range(Hw.shape[0]):
         h = Hw[i]
-        v = yw[i] - jnp.dot(h, a)
-        g_inf, g_star = _mT(U_inf) @ h, _mT(U_star) @ h
+        if columns is None:
+            v = yw[i] - jnp.dot(h, a)
+            g_inf, g_star = _mT(U_inf) @ h, _mT(U_star) @ h
+        else:  # one row, zero outside columns
+            v = yw[i] - _row_times(h, a, columns)
+            g_inf, g_star = _row_times(h, U_inf, columns), _row_times(h, U_star, columns)
         f_inf, f_star = jnp.dot(g_inf, g_inf), jnp.dot(g_star, g_star) + 1.0
         diffuse = f_inf > _tolerance(a.dtype) * jnp.dot(h, h)
         f_inf_safe = jnp.where(diffuse, f_inf, 1.0)
@@ -65,10 +77,16 @@ def _diffuse_update(a, U_star, U_inf, H, chol_R, d, y, observed, triangular=True
     return a, U_star, U_inf, -0.5 * (n_obs * _LOG_2PI + logdet + quad)
 
 
-def _diffuse_predict(F, chol_Q, b, a, U_star, U_inf, triangular=True):
-    U_star = jnp.concatenate([matmul_small(F, U_star), chol_Q], axis=1)
-    U_star = tria(U_star) if triangular else U_star
-    return matmul_small(F, a) + b, U_star, matmul_small(F, U_inf)
+def _diffuse_predict(F, chol_Q, b, a, U_star, U_inf, triangular=True, rows=None):
+    """``(F a + b, factor of F P_* Fᵀ + Q, F U_∞)``; ``rows``: ``Pattern.transition`` or None."""
+    if rows is None:
+        Fa, FU_star, FU_inf = matmul_small(F, a), matmul_small(F, U_star), matmul_small(F, U_inf)
+    else:  # one product by slices (``_steps._sparse_matmul``) for the three
+        stacked = _sparse_matmul(F, jnp.concatenate([a[:, None], U_star, U_inf], 1), rows)
+        Fa, FU_star, FU_inf = jnp.split(stacked, [1, 1 + U_star.shape[1]], axis=1)
+        Fa = Fa[:, 0]
+    U_star = jnp.concatenate([FU_star, chol_Q], axis=1)
+    return Fa + b, tria(U_star) if triangular else U_star, FU_inf
 
 
 def _diffuse_phase(model: _Model, y, observed, diffuse, n) -> _Phase:
@@ -113,7 +131,7 @@ def _diffuse_phase(model: _Model, y, observed, diffuse, n) -> _Phase:
 _DIFFUSE_DEFER = 4
 
 
-def _diffuse_value_phase(model: _Model, y, observed, diffuse, n) -> _Phase:
+def _diffuse_value_phase(model: _Model, y, observed, diffuse, n, pattern=None) -> _Phase:
     """:func:`_diffuse_phase` for the log-likelihood alone (``n < T``), with fewer QRs.
 
     The Joseph-form update and the prediction take a factor of ``P_*`` of any width, so the
@@ -122,8 +140,10 @@ def _diffuse_value_phase(model: _Model, y, observed, diffuse, n) -> _Phase:
     the right, and ``f_*`` and the gains depend only on ``P_*``. Groups of that many steps run
     in a scan, the remaining steps after it; the hand-off factor is triangular. The returned
     phase has only ``log_liks`` and the hand-off fields filled (the per-step moments are empty).
+    ``pattern``: the zeros of ``F`` and ``H`` (``params.Pattern``), or None.
     """
     k = _DIFFUSE_DEFER
+    rows, columns = (None, None) if pattern is None else pattern
     mask = jnp.asarray(diffuse, model.m0.dtype)
     carry = (model.m0, model.chol_P0 * (1.0 - mask)[:, None], jnp.diag(mask))
     t_static, t_varying = _split_time(model, _TRANSITION, 0, n)
@@ -137,11 +157,18 @@ def _diffuse_value_phase(model: _Model, y, observed, diffuse, n) -> _Phase:
             at = {key: v[i] for key, v in inputs.items()}
             emission = {**e_static, **{key: at[key] for key in e_varying}}
             a, U_s, U_i, log_lik = _diffuse_update(
-                a, U_s, U_i, **emission, y=at["y"], observed=at["observed"], triangular=False
+                a,
+                U_s,
+                U_i,
+                **emission,
+                y=at["y"],
+                observed=at["observed"],
+                triangular=False,
+                columns=columns,
             )
             transition = {**t_static, **{key: at[key] for key in t_varying}}
             a, U_s, U_i = _diffuse_predict(
-                **transition, a=a, U_star=U_s, U_inf=U_i, triangular=False
+                **transition, a=a, U_star=U_s, U_inf=U_i, triangular=False, rows=rows
             )
             log_liks.append(log_lik)
         return (a, tria(U_s), U_i), jnp.stack(log_liks)
@@ -193,7 +220,7 @@ def _diffuse_log_marginal(model: _Model, y, observed, diffuse, n, parallel, patt
     T = y.shape[0]
     if n == T:
         return jnp.sum(_diffuse_phase(model, y, observed, diffuse, n).log_liks)
-    phase = _diffuse_value_phase(model, y, observed, diffuse, n)
+    phase = _diffuse_value_phase(model, y, observed, diffuse, n, pattern)
     total = jnp.sum(phase.log_liks)
     rest = _log_marginal(_rest(model, phase, n), y[n:], observed[n:], parallel, pattern)
     return _poison(phase, total + rest)

@@ -78,7 +78,7 @@ def settles(model: _Model, y) -> bool:
 
 
 def _settle(model: _Model, y, observed, keep_moments=False, pattern=None):
-    """Phase 1, up to the end of the first settled chunk (``pattern``: of ``F``, for the value).
+    """Phase 1, up to the end of the first settled chunk (``pattern``: for the value).
 
     Returns:
         ``(steps_done, m, chol_P, log_lik_sum)`` with the predicted moments of step
@@ -184,7 +184,7 @@ def _mean_recursion(model: _Model, y, done, m, chol_P):
 def steady_log_marginal(model: _Model, y, observed, pattern=None):
     """``log p(y_{1:T})`` for a model without time-varying parameters (see the module doc).
 
-    ``pattern``: :func:`~numpyro_ssm.ops.kalman.params.transition_pattern` of ``F``, or None.
+    ``pattern``: :func:`~numpyro_ssm.ops.kalman.params.sparsity_pattern`, or None.
     """
     done, m, chol_P, total = _settle(model, y, observed, pattern=pattern)
     return total + jnp.sum(_mean_recursion(model, y, done, m, chol_P)[1])

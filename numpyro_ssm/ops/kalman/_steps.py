@@ -111,7 +111,7 @@ def _update(m, chol_P, H, chol_R, d, y, observed):
     return m + matmul_small(cross, w), chol_f, _innovation_log_lik(chol_S, w, observed)
 
 
-def _update_to_predict(m, chol_P, H, chol_R, d, y, observed):
+def _update_to_predict(m, chol_P, H, chol_R, d, y, observed, columns=None):
     """:func:`_update` for a step whose filtered factor only feeds :func:`_predict`.
 
     With one observation entry (``D = 1``) no triangularization is needed (Potter's square-root
@@ -120,7 +120,8 @@ def _update_to_predict(m, chol_P, H, chol_R, d, y, observed):
     ``U - α (U f) fᵀ`` is a square root of it: exact, ``O(S²)``, but not triangular. The
     prediction's triangularization accepts any factor, so a filter that keeps only predicted
     moments (the log-marginal passes) saves one triangularization a step. ``D > 1``:
-    :func:`_update` itself.
+    :func:`_update` itself. ``columns``: where ``h`` can be nonzero
+    (:func:`~numpyro_ssm.ops.kalman.params.emission_pattern`), or None for a dense ``h``.
 
     Returns:
         ``(m_f, factor_f, log_lik)`` as :func:`_update`, ``factor_f`` square but (for
@@ -129,8 +130,11 @@ def _update_to_predict(m, chol_P, H, chol_R, d, y, observed):
     if H.shape[0] != 1:
         return _update(m, chol_P, H, chol_R, d, y, observed)
     H_m, chol_R_m, y_m = _masked_emission(H, chol_R, d, y, observed)
-    f = matmul_small(H_m, chol_P)[0]  # (S,)
-    return _potter(m, chol_P, f, chol_R_m, y_m[0] - jnp.sum(H_m[0] * m), observed)
+    if columns is None:
+        f, h_m = matmul_small(H_m, chol_P)[0], jnp.sum(H_m[0] * m)  # f: (w,)
+    else:
+        f, h_m = _row_times(H_m[0], chol_P, columns), _row_times(H_m[0], m, columns)
+    return _potter(m, chol_P, f, chol_R_m, y_m[0] - h_m, observed)
 
 
 def _potter(m, chol_P, f, chol_R_m, innovation, observed):
@@ -165,16 +169,16 @@ def _predict(F, chol_Q, b, m, chol_P):
     return matmul_small(F, m) + b, tria(jnp.concatenate([matmul_small(F, chol_P), chol_Q], axis=1))
 
 
-def _predict_wide(F, chol_Q, b, m, U, pattern=None):
+def _predict_wide(F, chol_Q, b, m, U, rows=None):
     """:func:`_predict` without its triangularization: the factor ``[F U, chol_Q]``.
 
     ``U`` may be any factor of ``P`` (``(S, w)``, ``P = U Uᵀ``); the result is ``(S, w + q)``
-    for ``chol_Q`` of ``q`` columns. ``pattern``: ``F``'s nonzero columns of each row
+    for ``chol_Q`` of ``q`` columns. ``rows``: ``F``'s nonzero columns of each row
     (:func:`~numpyro_ssm.ops.kalman.params.transition_pattern`), or None for a dense ``F``.
     """
-    if pattern is not None:
-        FU = _sparse_matmul(F, U, pattern)
-        return _sparse_matmul(F, m[:, None], pattern)[:, 0] + b, jnp.concatenate([FU, chol_Q], 1)
+    if rows is not None:
+        FU = _sparse_matmul(F, U, rows)
+        return _sparse_matmul(F, m[:, None], rows)[:, 0] + b, jnp.concatenate([FU, chol_Q], 1)
     return matmul_small(F, m) + b, jnp.concatenate([F @ U, chol_Q], axis=1)
 
 
@@ -209,6 +213,17 @@ def _sparse_matmul(F, U, pattern):
     return pieces[0] if len(pieces) == 1 else jnp.concatenate(pieces)
 
 
+def _row_times(h, X, columns):
+    """``h @ X`` for a row ``h`` ``(S,)`` that is zero outside ``columns``; ``X`` ``(S, ...)``.
+
+    A sum of scaled rows of ``X``: elementwise, so XLA fuses it with its consumers. Exact.
+    """
+    if not columns:
+        return jnp.zeros(X.shape[1:], X.dtype)
+    terms = [h[j] * X[j] for j in columns]
+    return sum(terms[1:], terms[0])
+
+
 # Steps between two triangularizations in :func:`_deferred_steps`; with a shift-pattern ``F``
 # (:func:`_sparse_matmul`) the wider factors cost little more to multiply, and twice as many
 # steps share one (docs/performance.md, structural time series).
@@ -217,8 +232,8 @@ _DEFER_SHIFT = 8
 
 
 def defer_every(pattern=None):
-    """Steps between two triangularizations: ``_DEFER``, or ``_DEFER_SHIFT`` with a pattern."""
-    return _DEFER if pattern is None else _DEFER_SHIFT
+    """Steps between two triangularizations: ``_DEFER_SHIFT`` with a transition pattern."""
+    return _DEFER if pattern is None or pattern.transition is None else _DEFER_SHIFT
 
 
 def _deferred_steps(m, U, steps, keep=False, pattern=None):
@@ -239,8 +254,8 @@ def _deferred_steps(m, U, steps, keep=False, pattern=None):
         steps: one dict per step (a multiple of ``defer_every(pattern)`` of them) with ``F,
             chol_Q, b, H, chol_R, d, y, observed``.
         keep: also return each step's predicted mean and factor, for the gradient.
-        pattern: the nonzero columns of each row of a time-invariant ``F`` (see
-            :func:`_predict_wide`), or None.
+        pattern: the zeros of a time-invariant ``F`` and ``H``
+            (:class:`~numpyro_ssm.ops.kalman.params.Pattern`), or None.
 
     Returns:
         ``(m, U, U_last), out``: the predicted moments after the last step (``U``
@@ -251,6 +266,7 @@ def _deferred_steps(m, U, steps, keep=False, pattern=None):
     """
     every = defer_every(pattern)
     width = deferred_width(*steps[0]["chol_Q"].shape, every)
+    rows, columns = (None, None) if pattern is None else pattern
     log_liks, means, factors = [], [], []
     for i, step in enumerate(steps):
         last = U
@@ -258,8 +274,8 @@ def _deferred_steps(m, U, steps, keep=False, pattern=None):
             means.append(m)
             factors.append(jnp.pad(U, ((0, 0), (0, width - U.shape[1]))))
         emission = {k: step[k] for k in ("H", "chol_R", "d", "y", "observed")}
-        m_f, U_f, log_lik = _update_to_predict(m, U, **emission)
-        m, U = _predict_wide(step["F"], step["chol_Q"], step["b"], m_f, U_f, pattern)
+        m_f, U_f, log_lik = _update_to_predict(m, U, **emission, columns=columns)
+        m, U = _predict_wide(step["F"], step["chol_Q"], step["b"], m_f, U_f, rows)
         if (i + 1) % every == 0:
             U = tria(U)
         log_liks.append(log_lik)

@@ -68,7 +68,7 @@ from numpyro_ssm.ops.kalman.filtering import (
     _filtered_posterior,
     _log_marginal,
 )
-from numpyro_ssm.ops.kalman.params import LGSSMParams, _inputs, transition_pattern
+from numpyro_ssm.ops.kalman.params import LGSSMParams, _inputs, sparsity_pattern
 from numpyro_ssm.ops.kalman.sampling import _sample_shape_map
 
 __all__ = [
@@ -199,8 +199,10 @@ def diffuse_kalman_log_marginal(
     Differentiable in every parameter: autodiff through the (short) diffuse steps, whose
     factors of ``P_*`` are triangularized every four steps (exact: the factors differ by
     orthogonal transformations), then the one-pass derivative of
-    :func:`~numpyro_ssm.ops.kalman_log_marginal` over the rest (whose value applies a
-    concrete transition matrix whose rows mostly copy one entry by slices, as there).
+    :func:`~numpyro_ssm.ops.kalman_log_marginal` over the rest. As there, the value applies a
+    concrete transition matrix whose rows mostly copy one entry, and a concrete one-row
+    emission matrix with at most half its entries nonzero, by slices (in the diffuse steps
+    too).
 
     Args:
         params: the model, an :class:`~numpyro_ssm.ops.LGSSMParams`.
@@ -215,7 +217,7 @@ def diffuse_kalman_log_marginal(
         Shape ``()``; NaN when a diffuse direction is still unresolved after
         ``num_diffuse_steps`` steps.
     """
-    pattern = transition_pattern(getattr(params, "transition_matrix", None))
+    pattern = sparsity_pattern(params)
     return _diffuse_kalman_log_marginal(
         params, observations, diffuse_states, num_diffuse_steps, obs_mask, parallel, pattern
     )

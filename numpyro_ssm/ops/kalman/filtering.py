@@ -54,7 +54,7 @@ from numpyro_ssm.ops.kalman.params import (
     _per_step,
     _split_time,
     accepts_legacy_arguments,
-    transition_pattern,
+    sparsity_pattern,
 )
 
 __all__ = ["GaussianPosterior", "kalman_filter", "kalman_log_marginal"]
@@ -92,9 +92,9 @@ class GaussianPosterior(NamedTuple):
 def _forward(model: _Model, y, observed, keep_moments, pattern=None):
     """One sequential pass: the per-step log-liks, and (``keep_moments``) the predicted moments.
 
-    ``pattern``: the nonzero columns of each row of a time-invariant ``F``
-    (:func:`~numpyro_ssm.ops.kalman.params.transition_pattern`), for the log-liks alone with one
-    observation entry; None for a dense one.
+    ``pattern``: the zeros of a time-invariant ``F`` and ``H``
+    (:class:`~numpyro_ssm.ops.kalman.params.Pattern`), for the log-liks alone with one
+    observation entry; None for dense ones.
 
     Returns:
         ``log_liks (T,)``, or ``(predicted_means (T, S), predicted_chols (T, S, S),
@@ -236,8 +236,8 @@ def _serial_log_marginal(model: _Model, y, observed, pattern=None):
 
     On a long series of a time-invariant model the filter stops updating the covariance once
     it has settled (:mod:`numpyro_ssm.ops._kalman_steady`), for the value and the derivative.
-    ``pattern`` (the nonzero columns of each row of ``F``, or None) serves the value's pass;
-    the derivative's pass takes ``F`` dense.
+    ``pattern`` (the zeros of ``F`` and ``H``, or None) serves the value's pass; the
+    derivative's pass takes them dense.
     """
     if settles(model, y):
         return steady_log_marginal(model, y, observed, pattern)
@@ -267,7 +267,7 @@ def _filter(model: _Model, y, observed, parallel) -> _Filtered:
 def _log_marginal(model: _Model, y, observed, parallel, pattern=None):
     """``log p(y_{1:T})`` of one sequence, by the chosen schedule, with the one-pass derivative.
 
-    ``pattern``: :func:`~numpyro_ssm.ops.kalman.params.transition_pattern` of ``F`` (serial).
+    ``pattern``: :func:`~numpyro_ssm.ops.kalman.params.sparsity_pattern` (serial).
     """
     if parallel:
         return _parallel_log_marginal(model, y, observed)
@@ -341,8 +341,9 @@ def kalman_log_marginal(
     is called (not traced: the fixed trends and seasonals of a structural model, a fixed
     companion form) and whose rows mostly copy one entry is applied by slices of the factor and
     small products of its other rows, with a triangularization every 8 steps instead of 4, in
-    the value's sequential pass with one observation entry (``ops/kalman/params.py``,
-    ``transition_pattern``): exact, and faster on the CPU.
+    the value's sequential pass with one observation entry; so is a concrete emission row with
+    at most half its entries nonzero (``ops/kalman/params.py``, ``sparsity_pattern``): exact,
+    and faster on the CPU.
 
     Args:
         params: the model, an :class:`~numpyro_ssm.ops.LGSSMParams`.
@@ -357,7 +358,7 @@ def kalman_log_marginal(
         ValueError: on inconsistent shapes, naming the argument and the shapes.
         TypeError: for complex inputs, or ``params`` that is not an ``LGSSMParams``.
     """
-    pattern = transition_pattern(getattr(params, "transition_matrix", None))
+    pattern = sparsity_pattern(params)
     return _kalman_log_marginal(params, observations, obs_mask, parallel, pattern)
 
 

@@ -291,6 +291,52 @@ def transition_pattern(F):
     return tuple(tuple(np.flatnonzero(row).tolist()) for row in nonzero)
 
 
+def emission_pattern(H):
+    """The nonzero columns of a concrete one-row emission matrix, where at most half are.
+
+    The value's one-entry passes then form ``h U`` and ``h m`` as sums of those rows of the
+    factor and entries of the mean (``_steps._row_times``), elementwise work that XLA fuses
+    with the update, instead of a reduction over every state (a structural model observes the
+    level and one seasonal entry of its thirteen states, say). Exact; read from ``H``'s values,
+    so a traced ``H`` gets None.
+
+    Args:
+        H: the emission matrix as passed to an op: ``(1, S)``; anything else gives None.
+
+    Returns:
+        A tuple of column indices, or None.
+    """
+    if H is None or isinstance(H, jax.core.Tracer) or np.ndim(H) != 2 or np.shape(H)[0] != 1:
+        return None
+    columns = np.flatnonzero(np.asarray(H)[0])
+    if 2 * columns.size > np.shape(H)[1]:
+        return None
+    return tuple(columns.tolist())
+
+
+class Pattern(NamedTuple):
+    """The zeros of a concrete ``F`` and ``H``, read on the host for the value's passes.
+
+    A static argument of the compiled ops: hashable, part of the program's key.
+
+    Attributes:
+        transition: :func:`transition_pattern` of ``F``, or None.
+        emission: :func:`emission_pattern` of ``H``, or None.
+    """
+
+    transition: tuple | None
+    emission: tuple | None
+
+
+def sparsity_pattern(params):
+    """The :class:`Pattern` of ``params``' matrices, or None where neither can be read."""
+    transition = transition_pattern(getattr(params, "transition_matrix", None))
+    emission = emission_pattern(getattr(params, "emission_matrix", None))
+    if transition is None and emission is None:
+        return None
+    return Pattern(transition, emission)
+
+
 def _split_time(model, names, start, length):
     """Static parameters, and time-varying ones sliced to ``[start, start + length)``."""
     static = {k: model.static[k] for k in names if k in model.static}

@@ -1,13 +1,16 @@
-"""A concrete transition matrix whose rows mostly copy one entry is applied by slices.
+"""Concrete transition and emission matrices with many zeros are applied by slices.
 
-``ops.kalman.params.transition_pattern`` reads the nonzero columns of each row of ``F`` where
-the op is called with a concrete ``F``; the log-marginal's sequential pass then applies ``F`` by
-slices of the factor and small products of its other rows (``_steps._sparse_matmul``), with
-fewer triangularizations. ``_sparse_matmul`` is checked against ``F @ U`` on random patterns;
-for the passes, the oracle is the same op with ``F`` traced (inside ``jax.jit``, where no
-pattern can be read), which takes the dense product: the two must agree to rounding, on every
-pass the pattern reaches (the deferred pass, the settled pass of a long series, the steps after
-an exact diffuse start), in float64 and float32.
+``ops.kalman.params.sparsity_pattern`` reads the nonzero columns of each row of ``F``
+(``transition_pattern``: where most rows copy one entry) and of a one-row ``H``
+(``emission_pattern``: where at most half its entries are nonzero) when the op is called with
+concrete matrices; the log-marginal's sequential pass then applies ``F`` by slices of the factor
+and small products of its other rows (``_steps._sparse_matmul``), with fewer
+triangularizations, and ``h`` by sums of rows (``_steps._row_times``). Both are checked against
+dense products on random patterns; for the passes, the oracle is the same op with the matrices
+traced (inside ``jax.jit``, where no pattern can be read), which takes the dense products: the
+two must agree to rounding, on every pass the patterns reach (the deferred pass, the settled
+pass of a long series, the exact diffuse steps and the steps after them; each pattern alone and
+both), in float64 and float32.
 """
 
 import functools
@@ -21,14 +24,25 @@ from kalman_cases import close, trend_seasonal
 import numpyro_ssm.ops.kalman.filtering as filtering
 from numpyro_ssm import LinearGaussianSSM
 from numpyro_ssm.ops import LGSSMParams, diffuse_kalman_log_marginal, kalman_log_marginal
-from numpyro_ssm.ops.kalman._steps import _sparse_matmul
-from numpyro_ssm.ops.kalman.params import transition_pattern
+from numpyro_ssm.ops.kalman._steps import _row_times, _sparse_matmul
+from numpyro_ssm.ops.kalman.params import (
+    Pattern,
+    emission_pattern,
+    sparsity_pattern,
+    transition_pattern,
+)
 
 
-def _structural(rng, T, period=5):
-    """A local linear trend plus a dummy seasonal (S = period + 1, few nonzeros in F), D = 1."""
+def _structural(rng, T, period=5, dense=""):
+    """A local linear trend plus a dummy seasonal (S = period + 1, few nonzeros in F), D = 1.
+
+    ``dense``: ``"F"`` or ``"H"`` makes that matrix dense (no pattern for it)."""
     F, chol_Q, H = trend_seasonal(period, [0.3, 0.05, 0.2])
     S = F.shape[0]
+    if dense == "F":
+        F = 0.95 * (np.eye(S) + 0.3 * np.eye(S, k=1))  # bidiagonal: no rows copy one entry
+    if dense == "H":
+        H = np.full((1, S), 0.4) + H
     params = LGSSMParams(
         initial_mean=rng.normal(size=S),
         initial_scale_tril=np.eye(S) * 2.0,
@@ -69,6 +83,34 @@ def test_pattern_is_read_from_concrete_shift_matrices_only():
     assert seen == [None]  # traced
 
 
+def test_emission_pattern_is_read_from_concrete_sparse_rows_only():
+    H = np.array([[1.0, 0.0, -2.0, 0.0, 0.0]])
+    assert emission_pattern(H) == (0, 2)
+    assert emission_pattern(jnp.asarray(H)) == (0, 2)
+    assert emission_pattern(np.zeros((1, 3))) == ()
+    assert emission_pattern(np.array([[1.0, 1.0, 0.0]])) is None  # more than half nonzero
+    assert emission_pattern(np.eye(2, 5)) is None  # two entries observed
+    assert emission_pattern(np.ones((4, 1, 5))) is None  # time-varying
+    assert emission_pattern(None) is None
+    seen = []
+    jax.jit(lambda H: seen.append(emission_pattern(H)) or H)(H)
+    assert seen == [None]  # traced
+    bidiagonal = np.eye(5) + np.eye(5, k=1)
+    both = LGSSMParams(np.zeros(5), np.eye(5), bidiagonal, np.eye(5), H, np.eye(1))
+    assert sparsity_pattern(both) == Pattern(None, (0, 2))
+    assert sparsity_pattern(both._replace(emission_matrix=np.ones((1, 5)))) is None
+
+
+@pytest.mark.parametrize("columns", [(), (3,), (0, 4), (1, 2, 5)])
+def test_row_sums_equal_the_dense_product(columns):
+    rng = np.random.default_rng(len(columns))
+    h = np.zeros(6)
+    h[list(columns)] = rng.normal(size=len(columns))
+    U, m = rng.normal(size=(6, 4)), rng.normal(size=6)
+    close(_row_times(jnp.asarray(h), jnp.asarray(U), columns), h @ U, rtol=1e-12, atol=1e-14)
+    close(_row_times(jnp.asarray(h), jnp.asarray(m), columns), h @ m, rtol=1e-12, atol=1e-14)
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_sparse_product_equals_the_dense_one(seed):
     """``_sparse_matmul`` against ``F @ U`` on random patterns: shift runs with other scales
@@ -94,15 +136,18 @@ def test_sparse_product_equals_the_dense_one(seed):
     close(_sparse_matmul(jnp.asarray(F), jnp.asarray(m), pattern), F @ m, rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize("dense", ["", "F", "H"], ids=["both", "emission-only", "transition-only"])
 @pytest.mark.parametrize(
     "T, diffuse",
     [(50, None), (600, None), (60, (True, True, True, False, False, False))],
     ids=["deferred", "settled", "diffuse"],
 )
-def test_sparse_value_equals_the_dense_one(T, diffuse):
+def test_sparse_value_equals_the_dense_one(T, diffuse, dense):
     rng = np.random.default_rng(11)
-    params, y = _structural(rng, T)
-    assert transition_pattern(params.transition_matrix) is not None
+    params, y = _structural(rng, T, dense=dense)
+    pattern = sparsity_pattern(params)
+    assert (pattern.transition is None) == (dense == "F")
+    assert (pattern.emission is None) == (dense == "H")
     if diffuse is None:
         sparse = kalman_log_marginal(params, y)
     else:
@@ -140,11 +185,13 @@ def test_the_distribution_passes_a_concrete_matrix_to_the_op(monkeypatch):
     params, y = _structural(rng, 30)
     seen = []
 
-    def recording(F):
-        seen.append(isinstance(F, jax.core.Tracer))
-        return transition_pattern(F)
+    def recording(p):
+        seen.append(
+            [isinstance(a, jax.core.Tracer) for a in (p.transition_matrix, p.emission_matrix)]
+        )
+        return sparsity_pattern(p)
 
-    monkeypatch.setattr(filtering, "transition_pattern", recording)
+    monkeypatch.setattr(filtering, "sparsity_pattern", recording)
 
     @jax.jit
     def log_prob(noise):
@@ -160,5 +207,5 @@ def test_the_distribution_passes_a_concrete_matrix_to_the_op(monkeypatch):
         return ssm.log_prob(jnp.asarray(y))
 
     value = log_prob(1.0)
-    assert seen == [False]
+    assert seen == [[False, False]]
     close(value, _traced(params, y), rtol=1e-12)
