@@ -155,16 +155,9 @@ def _diffuse_value_phase(model: _Model, y, observed, diffuse, n, pattern=None) -
         log_liks = []
         for i in range(count):
             at = {key: v[i] for key, v in inputs.items()}
-            emission = {**e_static, **{key: at[key] for key in e_varying}}
+            emission = {**e_static, **{key: at[key] for key in (*e_varying, "y", "observed")}}
             a, U_s, U_i, log_lik = _diffuse_update(
-                a,
-                U_s,
-                U_i,
-                **emission,
-                y=at["y"],
-                observed=at["observed"],
-                triangular=False,
-                columns=columns,
+                a, U_s, U_i, **emission, triangular=False, columns=columns
             )
             transition = {**t_static, **{key: at[key] for key in t_varying}}
             a, U_s, U_i = _diffuse_predict(
