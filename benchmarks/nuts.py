@@ -1,6 +1,6 @@
 """NUTS end to end: effective samples per second of numpyro_ssm against the other ways to write it.
 
-Two posteriors, each written several ways and sampled by NumPyro's NUTS with the same settings
+Three posteriors, each written several ways and sampled by NumPyro's NUTS with the same settings
 (``--chains`` chains x ``--warmup`` warmup x ``--samples`` draws, ``chain_method`` sequential and
 vectorized, float64):
 
@@ -28,25 +28,34 @@ vectorized, float64):
     enumeration (``infer={"enumerate": "parallel"}``, as in NumPyro's ``hmm_enum`` example; needs
     ``funsor``).
 
+- **Poisson LDS on the earthquake counts** (``poisson_lds``; ``benchmarks/_nuts_poisson_lds.py``,
+  the model of ``examples/earthquakes_poisson_lds.py``): an AR(1) log-rate, Poisson counts.
+
+  - ``ours``: a ``GeneralizedGaussianSSM`` sample site (CMGF, ``"ghkf"``; an approximate
+    likelihood, so its posterior is close to, not equal to, the exact one);
+  - ``latent_explicit``: the exact joint density with the 107 log-rates sampled from
+    standard-normal innovations (110 dimensions).
+
 Each posterior also has ``priors_only``: the same parameters and priors with no likelihood. It is
 the floor, what NumPyro's NUTS costs (compilation included) before any likelihood: no variant's
 wall time can go below it. It is left out of the ratios.
 
 Reported per run: the minimum bulk ESS (``arviz.ess(method="bulk")``) over the model parameters
-(the noise scales; the transition matrix and rate increments: never the latent path), the wall
-time of ``MCMC.run`` (from cold JAX caches) with compilation, the part of it spent tracing,
-lowering and compiling (JAX's compile events, ``benchmarks._timing.CompileClock``), ESS per
-second with and without that compilation, mean leapfrog steps per draw, divergences, and the
-posterior means. The ratio columns are numpyro_ssm's time per effective sample over the row's
-(ESS/s of the row over ours): above 1 means numpyro_ssm is slower. Before sampling, the
-marginalized variants' log densities are compared at one parameter point (they must agree to
-rtol 1e-6).
+(the noise scales; the transition matrix and rate increments; ``mu, phi, sigma``: never the
+latent path), the wall time of ``MCMC.run`` (from cold JAX caches) with compilation, the part of
+it spent tracing, lowering and compiling (JAX's compile events,
+``benchmarks._timing.CompileClock``), ESS per second with and without that compilation, mean
+leapfrog steps per draw, divergences, and the posterior means. The ratio columns are
+numpyro_ssm's time per effective sample over the row's (ESS/s of the row over ours): above 1
+means numpyro_ssm is slower. Before sampling, the marginalized variants' log densities are
+compared at one parameter point (they must agree to rtol 1e-6).
 
 Typical use::
 
     python benchmarks/nuts.py --quick              # 2 chains x (100 + 100), vectorized: a smoke run
     python benchmarks/nuts.py                               # 4 chains x 1000 + 1000 (long)
     python benchmarks/nuts.py --models nile --variants ours tfp --chain-methods vectorized
+    python benchmarks/nuts.py --models poisson_lds --chains 2 --chain-methods sequential
 """
 
 import argparse
@@ -74,6 +83,7 @@ from numpyro_ssm.datasets import load_earthquakes, load_nile  # noqa: E402
 
 if __package__ in (None, ""):  # run as a script: make the `benchmarks` package importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks._nuts_poisson_lds import POSTERIOR as POISSON_LDS  # noqa: E402
 from benchmarks._timing import (  # noqa: E402
     CompileClock,
     fmt,
@@ -294,6 +304,7 @@ POSTERIORS = {
             "priors_only": hmm_priors_only,
         },
     },
+    "poisson_lds": POISSON_LDS,
 }
 LABELS = {
     "ours": "numpyro_ssm",
@@ -302,6 +313,7 @@ LABELS = {
     "latent_centered": "latent levels, centered (scan)",
     "latent_noncentered": "latent levels, non-centered (scan)",
     "enum_scan": "scan + enumeration (funsor)",
+    "latent_explicit": "latent log-rates, non-centered (110 dims)",
     "priors_only": "floor: priors only, no likelihood",
 }
 MARGINALIZED = ("ours", "tfp", "dynamax")
@@ -312,7 +324,7 @@ def check_log_densities(name):
     spec = POSTERIORS[name]
     data = spec["data"]()
     values = {}
-    for variant in MARGINALIZED:
+    for variant in (v for v in MARGINALIZED if v in spec["variants"]):
         model = spec["variants"][variant]
         values[variant] = float(log_density(model, (data,), {}, spec["point"])[0])
     reference = values["ours"]
@@ -324,9 +336,12 @@ def check_log_densities(name):
 # Sampling and ESS.
 
 
-def make_mcmc(model, chain_method, num_chains, num_warmup, num_samples, max_tree_depth):
-    """A NumPyro ``MCMC`` with NUTS, without progress bar."""
-    kernel = NUTS(model, max_tree_depth=max_tree_depth)
+def make_mcmc(
+    model, chain_method, num_chains, num_warmup, num_samples, max_tree_depth, init_strategy=None
+):
+    """A NumPyro ``MCMC`` with NUTS, without progress bar (NumPyro's default start if None)."""
+    init = {} if init_strategy is None else {"init_strategy": init_strategy}
+    kernel = NUTS(model, max_tree_depth=max_tree_depth, **init)
     return MCMC(
         kernel,
         num_warmup=num_warmup,
@@ -380,7 +395,7 @@ def bench_run(name, variant, chain_method, args):
     model, data = spec["variants"][variant], spec["data"]()
     settings = (args.chains, args.warmup, args.samples, args.max_tree_depth)
     key = jax.random.key(args.seed)
-    mcmc = make_mcmc(model, chain_method, *settings)
+    mcmc = make_mcmc(model, chain_method, *settings, spec.get("init_strategy"))
     wall, compile_s = timed_run(mcmc, key, data)
     samples = mcmc.get_samples(group_by_chain=True)
     extra = mcmc.get_extra_fields(group_by_chain=True)
