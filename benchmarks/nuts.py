@@ -75,7 +75,7 @@ import numpy as np  # noqa: E402
 import numpyro  # noqa: E402
 import numpyro.distributions as dist  # noqa: E402
 from numpyro.contrib.control_flow import scan  # noqa: E402
-from numpyro.infer import MCMC, NUTS  # noqa: E402
+from numpyro.infer import MCMC, NUTS, init_to_uniform  # noqa: E402
 from numpyro.infer.util import log_density  # noqa: E402
 
 from numpyro_ssm import DiscreteHMM, LinearGaussianSSM  # noqa: E402
@@ -337,11 +337,16 @@ def check_log_densities(name):
 
 
 def make_mcmc(
-    model, chain_method, num_chains, num_warmup, num_samples, max_tree_depth, init_strategy=None
+    model,
+    chain_method,
+    num_chains,
+    num_warmup,
+    num_samples,
+    max_tree_depth,
+    init_strategy=init_to_uniform,
 ):
-    """A NumPyro ``MCMC`` with NUTS, without progress bar (NumPyro's default start if None)."""
-    init = {} if init_strategy is None else {"init_strategy": init_strategy}
-    kernel = NUTS(model, max_tree_depth=max_tree_depth, **init)
+    """A NumPyro ``MCMC`` with NUTS, without progress bar."""
+    kernel = NUTS(model, max_tree_depth=max_tree_depth, init_strategy=init_strategy)
     return MCMC(
         kernel,
         num_warmup=num_warmup,
@@ -395,7 +400,7 @@ def bench_run(name, variant, chain_method, args):
     model, data = spec["variants"][variant], spec["data"]()
     settings = (args.chains, args.warmup, args.samples, args.max_tree_depth)
     key = jax.random.key(args.seed)
-    mcmc = make_mcmc(model, chain_method, *settings, spec.get("init_strategy"))
+    mcmc = make_mcmc(model, chain_method, *settings, spec.get("init_strategy", init_to_uniform))
     wall, compile_s = timed_run(mcmc, key, data)
     samples = mcmc.get_samples(group_by_chain=True)
     extra = mcmc.get_extra_fields(group_by_chain=True)
